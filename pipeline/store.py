@@ -1,0 +1,560 @@
+"""The one embedded store (SQLite): schema, numbered migrations, and every query the stages need.
+
+Stages never write SQL of their own; they call the functions here with plain dicts.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _script(db: sqlite3.Connection, sql: str) -> None:
+    # executescript() would COMMIT on its own; statement by statement keeps the migration atomic.
+    for statement in sql.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+# Migrations are append-only: never edit one that has shipped, add the next.
+def _m1_initial(db: sqlite3.Connection) -> None:
+    _script(db, 
+        """
+        CREATE TABLE documents (
+            id INTEGER PRIMARY KEY,
+            source TEXT NOT NULL UNIQUE,       -- file path or page address
+            content_hash TEXT NOT NULL,
+            format TEXT NOT NULL,
+            council TEXT, committee TEXT, meeting_date TEXT,
+            fetched_at TEXT, ingested_at TEXT NOT NULL
+        );
+        CREATE INDEX documents_hash ON documents(content_hash);
+        CREATE TABLE items (
+            id INTEGER PRIMARY KEY,
+            document_id INTEGER NOT NULL REFERENCES documents(id),
+            position INTEGER NOT NULL,
+            number TEXT, title TEXT, purpose TEXT, minutes TEXT, resolutions TEXT,
+            text TEXT NOT NULL,
+            council TEXT, committee TEXT, meeting_date TEXT,
+            is_procedural INTEGER NOT NULL DEFAULT 0,
+            -- 0 once a newer version of the document replaced this item, its predictions stay
+            is_current INTEGER NOT NULL DEFAULT 1,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX items_document ON items(document_id);
+        CREATE TABLE predictions (
+            item_id INTEGER NOT NULL REFERENCES items(id),
+            model_version TEXT NOT NULL,
+            labels TEXT NOT NULL, scores TEXT NOT NULL, evidence TEXT NOT NULL,
+            run_id INTEGER, created_at TEXT NOT NULL,
+            PRIMARY KEY (item_id, model_version)
+        );
+        CREATE TABLE summaries (
+            item_id INTEGER NOT NULL REFERENCES items(id),
+            model_version TEXT NOT NULL,
+            briefing TEXT NOT NULL, is_fallback INTEGER NOT NULL DEFAULT 0,
+            run_id INTEGER, created_at TEXT NOT NULL,
+            PRIMARY KEY (item_id, model_version)
+        );
+        CREATE TABLE labels (
+            id INTEGER PRIMARY KEY,
+            item_id INTEGER NOT NULL REFERENCES items(id),
+            labels TEXT NOT NULL, evidence TEXT NOT NULL, briefing TEXT,
+            annotator TEXT, source_file TEXT, row_hash TEXT NOT NULL UNIQUE,
+            created_at TEXT NOT NULL
+        );
+        CREATE TABLE runs (
+            id INTEGER PRIMARY KEY,
+            started_at TEXT NOT NULL, ended_at TEXT,
+            status TEXT NOT NULL,              -- running, ok, failed-inputs, error
+            model_version TEXT, counts TEXT, failed TEXT, briefing TEXT
+        );
+        CREATE TABLE models (
+            version TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,                -- classifier or summariser
+            path TEXT NOT NULL, created_at TEXT NOT NULL, metrics TEXT,
+            promoted_at TEXT
+        );
+        CREATE TABLE promotions (
+            id INTEGER PRIMARY KEY, kind TEXT NOT NULL, version TEXT NOT NULL, at TEXT NOT NULL
+        );
+        """
+    )
+
+
+def _m2_fetch_state(db: sqlite3.Connection) -> None:
+    _script(db, 
+        """
+        CREATE TABLE fetched (
+            url TEXT PRIMARY KEY, base_url TEXT NOT NULL,
+            etag TEXT, last_modified TEXT, content_hash TEXT, fetched_at TEXT NOT NULL
+        );
+        CREATE TABLE raw_pages (
+            url TEXT PRIMARY KEY, content BLOB NOT NULL, content_type TEXT, fetched_at TEXT NOT NULL
+        );
+        """
+    )
+
+
+MIGRATIONS = [_m1_initial, _m2_fetch_state]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class StoreError(Exception):
+    """The store cannot be opened or used; the message says why and what to do."""
+
+
+def connect(path: Path | str) -> sqlite3.Connection:
+    """Open (creating if needed) and migrate the store."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        db = sqlite3.connect(path, timeout=30, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.execute("PRAGMA synchronous=NORMAL")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path}: not a minutes store ({exc}); pass --db to use another file") from None
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{path}: store schema v{version} is newer than this program (v{SCHEMA_VERSION}); "
+            "upgrade minutes-pipeline"
+        )
+    for number in range(version, SCHEMA_VERSION):
+        with transaction(db):
+            MIGRATIONS[number](db)
+            db.execute(f"PRAGMA user_version={number + 1}")
+    return db
+
+
+@contextmanager
+def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """All or nothing: BEGIN IMMEDIATE so a second writer waits instead of failing half-way."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _loads(value):
+    return json.loads(value) if value is not None else None
+
+
+# ---------------------------------------------------------------- documents and items
+def document_by_source(db, source: str):
+    return db.execute("SELECT * FROM documents WHERE source = ?", (source,)).fetchone()
+
+
+def document_with_hash(db, content_hash: str):
+    return db.execute("SELECT * FROM documents WHERE content_hash = ?", (content_hash,)).fetchone()
+
+
+def save_document(db, document: dict, items: list[dict]) -> tuple[int, bool, list[int]]:
+    """Store a document and its items together. A changed document keeps its old items
+    (and their predictions) marked not current. Returns (document id, was it a replacement,
+    the new item ids)."""
+    item_ids = []
+    with transaction(db):
+        existing = document_by_source(db, document["source"])
+        fields = ("content_hash", "format", "council", "committee", "meeting_date", "fetched_at")
+        if existing:
+            db.execute(
+                "UPDATE documents SET content_hash=?, format=?, council=?, committee=?, "
+                "meeting_date=?, fetched_at=?, ingested_at=? WHERE id=?",
+                (*[document.get(f) for f in fields], now(), existing["id"]),
+            )
+            db.execute("UPDATE items SET is_current = 0 WHERE document_id = ?", (existing["id"],))
+            document_id = existing["id"]
+        else:
+            cursor = db.execute(
+                "INSERT INTO documents (source, content_hash, format, council, committee, "
+                "meeting_date, fetched_at, ingested_at) VALUES (?,?,?,?,?,?,?,?)",
+                (document["source"], *[document.get(f) for f in fields], now()),
+            )
+            document_id = cursor.lastrowid
+        for position, item in enumerate(items):
+            cursor = db.execute(
+                "INSERT INTO items (document_id, position, number, title, purpose, minutes, "
+                "resolutions, text, council, committee, meeting_date, is_procedural, created_at) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    document_id, position, item.get("number"), item.get("title"),
+                    item.get("purpose"), item.get("minutes"), item.get("resolutions"),
+                    item["text"], item.get("council") or document.get("council"),
+                    item.get("committee") or document.get("committee"),
+                    item.get("meeting_date") or document.get("meeting_date"),
+                    int(bool(item.get("is_procedural"))), now(),
+                ),
+            )
+            item_ids.append(cursor.lastrowid)
+    return document_id, existing is not None, item_ids
+
+
+_ITEM_COLUMNS = (
+    "i.id, i.number, i.title, i.purpose, i.minutes, i.resolutions, i.text, i.council, "
+    "i.committee, i.meeting_date AS date, i.is_procedural, i.is_current, i.created_at, "
+    "d.source, d.format"
+)
+
+
+def _item(row) -> dict:
+    item = dict(row)
+    item["is_procedural"] = bool(item["is_procedural"])
+    item["is_current"] = bool(item["is_current"])
+    return item
+
+
+def items(db, limit: int | None = None, current_only: bool = True) -> list[dict]:
+    sql = f"SELECT {_ITEM_COLUMNS} FROM items i JOIN documents d ON d.id = i.document_id"
+    if current_only:
+        sql += " WHERE i.is_current = 1"
+    sql += " ORDER BY i.id"
+    if limit:
+        sql += f" LIMIT {int(limit)}"
+    return [_item(r) for r in db.execute(sql)]
+
+
+def item(db, item_id: int) -> dict | None:
+    row = db.execute(
+        f"SELECT {_ITEM_COLUMNS} FROM items i JOIN documents d ON d.id = i.document_id "
+        "WHERE i.id = ?",
+        (item_id,),
+    ).fetchone()
+    return _item(row) if row else None
+
+
+def items_by_ids(db, ids: Iterable[int]) -> list[dict]:
+    ids = list(ids)
+    if not ids:
+        return []
+    marks = ",".join("?" * len(ids))
+    rows = db.execute(
+        f"SELECT {_ITEM_COLUMNS} FROM items i JOIN documents d ON d.id = i.document_id "
+        f"WHERE i.id IN ({marks}) ORDER BY i.id",
+        ids,
+    )
+    return [_item(r) for r in rows]
+
+
+def count_items(db) -> int:
+    return db.execute("SELECT COUNT(*) FROM items WHERE is_current = 1").fetchone()[0]
+
+
+def max_item_id(db) -> int:
+    return db.execute("SELECT COALESCE(MAX(id), 0) FROM items").fetchone()[0]
+
+
+# ---------------------------------------------------------------- predictions
+def items_without_predictions(db, model_version: str) -> list[dict]:
+    rows = db.execute(
+        f"SELECT {_ITEM_COLUMNS} FROM items i JOIN documents d ON d.id = i.document_id "
+        "WHERE i.is_current = 1 AND NOT EXISTS (SELECT 1 FROM predictions p "
+        "WHERE p.item_id = i.id AND p.model_version = ?) ORDER BY i.id",
+        (model_version,),
+    )
+    return [_item(r) for r in rows]
+
+
+def save_predictions(db, predictions: list[dict], model_version: str, run_id=None) -> int:
+    """One batch in one transaction: a kill loses the batch, never half of it.
+    INSERT OR IGNORE keeps a re-run from labelling an item twice."""
+    stored = 0
+    with transaction(db):
+        for p in predictions:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO predictions (item_id, model_version, labels, scores, "
+                "evidence, run_id, created_at) VALUES (?,?,?,?,?,?,?)",
+                (
+                    p["item_id"], model_version, json.dumps(p["labels"]),
+                    json.dumps(p["scores"]), json.dumps(p["evidence"]), run_id, now(),
+                ),
+            )
+            stored += cursor.rowcount
+    return stored
+
+
+def latest_predictions(db, item_ids: Iterable[int] | None = None) -> dict[int, dict]:
+    """The newest prediction for each item (whatever model made it)."""
+    sql = (
+        "SELECT p.* FROM predictions p WHERE p.created_at = (SELECT MAX(created_at) FROM "
+        "predictions q WHERE q.item_id = p.item_id)"
+    )
+    params: list = []
+    if item_ids is not None:
+        ids = list(item_ids)
+        if not ids:
+            return {}
+        sql += f" AND p.item_id IN ({','.join('?' * len(ids))})"
+        params = ids
+    result = {}
+    for row in db.execute(sql + " ORDER BY p.rowid", params):
+        result[row["item_id"]] = {
+            "item_id": row["item_id"], "model_version": row["model_version"],
+            "labels": _loads(row["labels"]), "scores": _loads(row["scores"]),
+            "evidence": _loads(row["evidence"]), "run_id": row["run_id"],
+            "created_at": row["created_at"],
+        }
+    return result
+
+
+def predictions_for(db, model_version: str) -> dict[int, dict]:
+    rows = db.execute("SELECT * FROM predictions WHERE model_version = ?", (model_version,))
+    return {
+        r["item_id"]: {
+            "item_id": r["item_id"], "labels": _loads(r["labels"]), "scores": _loads(r["scores"]),
+            "evidence": _loads(r["evidence"]), "run_id": r["run_id"],
+        }
+        for r in rows
+    }
+
+
+def count_predictions(db, model_version: str | None = None) -> int:
+    if model_version:
+        return db.execute(
+            "SELECT COUNT(*) FROM predictions WHERE model_version = ?", (model_version,)
+        ).fetchone()[0]
+    return db.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
+
+
+# ---------------------------------------------------------------- summaries
+def flagged_items_without_summary(db, classifier_version: str, summariser_version: str) -> list:
+    rows = db.execute(
+        f"SELECT {_ITEM_COLUMNS}, p.labels AS labels, p.evidence AS evidence, p.scores AS scores "
+        "FROM items i JOIN documents d ON d.id = i.document_id "
+        "JOIN predictions p ON p.item_id = i.id AND p.model_version = ? "
+        "WHERE i.is_current = 1 AND p.labels != '[]' AND NOT EXISTS (SELECT 1 FROM summaries s "
+        "WHERE s.item_id = i.id AND s.model_version = ?) ORDER BY i.id",
+        (classifier_version, summariser_version),
+    )
+    out = []
+    for r in rows:
+        item = _item(r)
+        for key in ("labels", "evidence", "scores"):
+            item[key] = _loads(item[key])
+        out.append(item)
+    return out
+
+
+def save_summaries(db, summaries: list[dict], model_version: str, run_id=None) -> int:
+    stored = 0
+    with transaction(db):
+        for s in summaries:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO summaries (item_id, model_version, briefing, is_fallback, "
+                "run_id, created_at) VALUES (?,?,?,?,?,?)",
+                (s["item_id"], model_version, s["briefing"], int(s["is_fallback"]), run_id, now()),
+            )
+            stored += cursor.rowcount
+    return stored
+
+
+def latest_summaries(db, item_ids: Iterable[int]) -> dict[int, dict]:
+    ids = list(item_ids)
+    if not ids:
+        return {}
+    rows = db.execute(
+        "SELECT * FROM summaries s WHERE s.item_id IN (%s) ORDER BY s.created_at, s.rowid"
+        % ",".join("?" * len(ids)),
+        ids,
+    )
+    return {r["item_id"]: dict(r) for r in rows}
+
+
+def count_summaries(db, model_version: str | None = None) -> int:
+    if model_version:
+        return db.execute(
+            "SELECT COUNT(*) FROM summaries WHERE model_version = ?", (model_version,)
+        ).fetchone()[0]
+    return db.execute("SELECT COUNT(*) FROM summaries").fetchone()[0]
+
+
+# ---------------------------------------------------------------- people's labels
+def save_labels(db, rows: list[dict], source_file: str) -> int:
+    """All rows in one transaction; a row already imported (same hash) is skipped."""
+    added = 0
+    with transaction(db):
+        for row in rows:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO labels (item_id, labels, evidence, briefing, annotator, "
+                "source_file, row_hash, created_at) VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    row["item_id"], json.dumps(row["labels"]), json.dumps(row["evidence"]),
+                    row.get("briefing"), row.get("annotator"), source_file, row["row_hash"], now(),
+                ),
+            )
+            added += cursor.rowcount
+    return added
+
+
+def current_labels(db) -> list[dict]:
+    """The latest label per item (later imports supersede earlier; all are kept)."""
+    rows = db.execute(
+        f"SELECT l.labels AS gold_labels, l.evidence AS gold_evidence, l.briefing AS gold_briefing,"
+        f" l.annotator, l.created_at AS labelled_at, {_ITEM_COLUMNS} FROM labels l "
+        "JOIN items i ON i.id = l.item_id JOIN documents d ON d.id = i.document_id "
+        "WHERE l.id = (SELECT MAX(id) FROM labels m WHERE m.item_id = l.item_id) ORDER BY l.id"
+    )
+    out = []
+    for r in rows:
+        row = dict(r)
+        out.append({
+            "id": f"item-{row['id']}", "title": row["title"], "text": row["text"],
+            "council": row["council"], "labels": _loads(row["gold_labels"]),
+            "evidence": _loads(row["gold_evidence"]), "briefing": row["gold_briefing"],
+        })
+    return out
+
+
+def label_history(db, item_id: int) -> list[dict]:
+    return [dict(r) for r in db.execute(
+        "SELECT * FROM labels WHERE item_id = ? ORDER BY id", (item_id,))]
+
+
+# ---------------------------------------------------------------- runs
+def start_run(db, model_version: str | None) -> int:
+    with transaction(db):
+        return db.execute(
+            "INSERT INTO runs (started_at, status, model_version) VALUES (?, 'running', ?)",
+            (now(), model_version),
+        ).lastrowid
+
+
+def finish_run(db, run_id: int, status: str, counts: dict, failed: list, briefing: str | None):
+    with transaction(db):
+        db.execute(
+            "UPDATE runs SET ended_at=?, status=?, counts=?, failed=?, briefing=? WHERE id=?",
+            (now(), status, json.dumps(counts), json.dumps(failed), briefing, run_id),
+        )
+
+
+def mark_interrupted_runs(db) -> int:
+    """Runs left 'running' by a killed process (called only while holding the run lock)."""
+    with transaction(db):
+        return db.execute(
+            "UPDATE runs SET status='interrupted', ended_at=? WHERE status='running'", (now(),)
+        ).rowcount
+
+
+def runs(db, limit: int = 20) -> list[dict]:
+    rows = db.execute("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,))
+    out = []
+    for r in rows:
+        run = dict(r)
+        run["counts"] = _loads(run["counts"]) or {}
+        run["failed"] = _loads(run["failed"]) or []
+        out.append(run)
+    return out
+
+
+def run(db, run_id: int) -> dict | None:
+    row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+    return dict(row) if row else None
+
+
+def last_successful_run(db) -> dict | None:
+    row = db.execute(
+        "SELECT * FROM runs WHERE status IN ('ok', 'failed-inputs') ORDER BY id DESC LIMIT 1"
+    ).fetchone()
+    return dict(row) if row else None
+
+
+def items_since(db, since_date: str | None = None, after_item_id: int | None = None,
+                run_id: int | None = None) -> list[dict]:
+    """Current items for a briefing: ingested since a date, after an item id, or in one run."""
+    sql = f"SELECT {_ITEM_COLUMNS} FROM items i JOIN documents d ON d.id = i.document_id WHERE i.is_current = 1"
+    params: list = []
+    if since_date:
+        sql += " AND (COALESCE(i.meeting_date, substr(i.created_at, 1, 10)) >= ?)"
+        params.append(since_date)
+    if after_item_id is not None:
+        sql += " AND i.id > ?"
+        params.append(after_item_id)
+    if run_id is not None:
+        sql += " AND i.id IN (SELECT item_id FROM predictions WHERE run_id = ?)"
+        params.append(run_id)
+    return [_item(r) for r in db.execute(sql + " ORDER BY i.id", params)]
+
+
+# ---------------------------------------------------------------- model registry
+def register_model(db, version: str, kind: str, path: str, metrics: dict) -> None:
+    with transaction(db):
+        db.execute(
+            "INSERT OR REPLACE INTO models (version, kind, path, created_at, metrics, promoted_at) "
+            "VALUES (?,?,?,?,?, (SELECT promoted_at FROM models WHERE version = ?))",
+            (version, kind, path, now(), json.dumps(metrics), version),
+        )
+
+
+def models(db, kind: str | None = None) -> list[dict]:
+    sql = "SELECT * FROM models"
+    params: tuple = ()
+    if kind:
+        sql += " WHERE kind = ?"
+        params = (kind,)
+    out = []
+    for r in db.execute(sql + " ORDER BY created_at, version", params):
+        m = dict(r)
+        m["metrics"] = _loads(m["metrics"]) or {}
+        out.append(m)
+    return out
+
+
+def promote(db, kind: str, version: str) -> None:
+    with transaction(db):
+        db.execute("UPDATE models SET promoted_at = ? WHERE version = ?", (now(), version))
+        db.execute("INSERT INTO promotions (kind, version, at) VALUES (?,?,?)", (kind, version, now()))
+
+
+def promoted(db, kind: str) -> dict | None:
+    row = db.execute(
+        "SELECT m.* FROM promotions p JOIN models m ON m.version = p.version "
+        "WHERE p.kind = ? ORDER BY p.id DESC LIMIT 1",
+        (kind,),
+    ).fetchone()
+    return dict(row) if row else None
+
+
+def rollback(db, kind: str) -> dict | None:
+    """Drop the latest promotion; the one before it is in force again."""
+    with transaction(db):
+        rows = db.execute(
+            "SELECT id, version FROM promotions WHERE kind = ? ORDER BY id DESC LIMIT 2", (kind,)
+        ).fetchall()
+        if len(rows) < 2:
+            return None
+        db.execute("DELETE FROM promotions WHERE id = ?", (rows[0]["id"],))
+    return promoted(db, kind)
+
+
+# ---------------------------------------------------------------- fetch state
+def fetched(db, url: str):
+    return db.execute("SELECT * FROM fetched WHERE url = ?", (url,)).fetchone()
+
+
+def save_fetched(db, url: str, base_url: str, etag, last_modified, content_hash,
+                 content: bytes | None = None, content_type: str | None = None) -> None:
+    with transaction(db):
+        db.execute(
+            "INSERT OR REPLACE INTO fetched (url, base_url, etag, last_modified, content_hash, "
+            "fetched_at) VALUES (?,?,?,?,?,?)",
+            (url, base_url, etag, last_modified, content_hash, now()),
+        )
+        if content is not None:
+            db.execute(
+                "INSERT OR REPLACE INTO raw_pages (url, content, content_type, fetched_at) "
+                "VALUES (?,?,?,?)",
+                (url, content, content_type, now()),
+            )
