@@ -179,6 +179,525 @@ def show(
     out.print(item["text"], markup=False)
 
 
+# ---------------------------------------------------------------- models: train, classify, predict
+def _training_rows(settings: Settings, label_files: list[Path] | None, use_store_labels: bool):
+    from pipeline.train import DataError, read_labelled
+
+    sources = [settings.labelled_dir] + list(label_files or [])
+    try:
+        rows = read_labelled(sources)
+    except (DataError, FileNotFoundError) as exc:
+        console.print(f"error: {exc}")
+        raise typer.Exit(2) from None
+    names = [str(p) for p in sources]
+    if use_store_labels and Path(settings.db).exists():
+        imported = store.current_labels(open_store(settings))
+        if imported:
+            rows += imported
+            names.append(f"{settings.db} ({len(imported)} imported labels)")
+    return rows, names
+
+
+def _train_progress(bar, task):
+    def on_step(step, total, loss):
+        bar.update(task, completed=step, total=total, description=f"training (loss {loss:.3f})")
+    return on_step
+
+
+@app.command()
+def train(
+    labels: Annotated[Optional[list[Path]], typer.Option("--labels", help="Extra gold-format JSONL files to train on (repeatable).")] = None,
+    base: Annotated[Optional[Path], typer.Option(help="Base encoder folder (default: the packaged all-MiniLM-L6-v2).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Training epochs (default 3).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed: same seed and data, same model.")] = None,
+    summariser: Annotated[bool, typer.Option("--summariser/--no-summariser", help="Also train the briefing sentence scorer.")] = True,
+    promote_first: Annotated[bool, typer.Option("--promote/--no-promote", help="Promote the new model if none is promoted yet.")] = True,
+    if_missing: Annotated[bool, typer.Option("--if-missing", help="Do nothing when promoted models exist (for `make demo`).")] = False,
+    store_labels: Annotated[bool, typer.Option("--store-labels/--no-store-labels", help="Include labels imported with `minutes label import`.")] = True,
+    db: DbOption = None,
+    config: ConfigOption = None,
+    models_dir: Annotated[Optional[Path], typer.Option(help="Where model folders go (default models/).")] = None,
+):
+    """Fine-tune the classifier (and the summariser's sentence scorer) on data/labelled/, any
+    --labels files and imported labels; writes models/<kind>/<version>/ with a model card.
+
+    Never train on the gold file you report scores for.
+
+    Example: minutes train --epochs 3 --seed 13 --labels data/labelled/extra.jsonl
+    """
+    import time
+
+    from pipeline import modelfolder
+    from pipeline.train import TrainingArguments, train_classifier, train_summariser
+
+    settings = settings_from(config, db=db, models_dir=models_dir)
+    if if_missing and all(modelfolder.promoted_folder(settings.models_dir, k) for k in ("classifier", "summariser")):
+        console.print(f"models already trained and promoted in {settings.models_dir}; nothing to do")
+        return
+    rows, names = _training_rows(settings, labels, store_labels)
+    args = TrainingArguments()
+    if epochs is not None:
+        args.epochs = epochs
+    if seed is not None:
+        args.seed = seed
+    started = time.perf_counter()
+    try:
+        with progress_bar() as bar:
+            task = bar.add_task("training classifier", total=None)
+            folder = train_classifier(rows, settings.models_dir, base, args, names, _train_progress(bar, task))
+        card = modelfolder.read_card(folder)
+        console.print(f"classifier {card['version']}: validation macro-F1 {card['metrics'].get('macro_f1')} "
+                      f"on {card['validation_rows']} held-out items, {card['training_seconds']:.0f} s")
+        if promote_first and not modelfolder.history(settings.models_dir, "classifier"):
+            modelfolder.promote(settings.models_dir, "classifier", card["version"])
+            console.print(f"promoted classifier {card['version']} (the first)")
+        if summariser:
+            s_args = TrainingArguments(epochs=2, positive_weight=1.0, seed=args.seed)
+            with progress_bar() as bar:
+                task = bar.add_task("training summariser", total=None)
+                s_folder = train_summariser(rows, settings.models_dir, base, s_args, names, _train_progress(bar, task))
+            s_card = modelfolder.read_card(s_folder)
+            console.print(f"summariser {s_card['version']}: validation ROUGE-L {s_card['metrics'].get('rougeL')}")
+            if promote_first and not modelfolder.history(settings.models_dir, "summariser"):
+                modelfolder.promote(settings.models_dir, "summariser", s_card["version"])
+                console.print(f"promoted summariser {s_card['version']} (the first)")
+    except modelfolder.ModelError as exc:
+        console.print(f"error: {exc}")
+        raise typer.Exit(2) from None
+    console.print(f"training took {time.perf_counter() - started:.0f} s; model folder {folder}")
+
+
+@app.command()
+def classify(
+    db: DbOption = None,
+    config: ConfigOption = None,
+    model: ModelOption = None,
+    reclassify_all: Annotated[bool, typer.Option("--all", help="Re-label every current item, not only new ones.")] = False,
+    quantize: Annotated[Optional[bool], typer.Option("--int8/--fp32", help="int8 dynamic quantisation on CPU.")] = None,
+):
+    """Label stored items not yet labelled by the current model, in batches, with evidence.
+
+    Example: minutes classify --db data/minutes.db
+    """
+    from pipeline import modelfolder
+    from pipeline.nightly import classify_pending
+
+    settings = settings_from(config, db=db, model=model, quantize=quantize)
+    database = open_store(settings)
+    try:
+        with progress_bar() as bar:
+            task = bar.add_task("classifying", total=None)
+            done, version = classify_pending(
+                database, settings, reclassify_all=reclassify_all,
+                on_items=lambda d, t: bar.update(task, completed=d, total=t),
+            )
+    except modelfolder.ModelError as exc:
+        console.print(f"error: {exc}")
+        raise typer.Exit(2) from None
+    flagged = sum(1 for p in store.predictions_for(database, version).values() if p["labels"])
+    console.print(f"classified {done} items with model {version}; {flagged} items flagged in {settings.db}")
+
+
+@app.command()
+def summarise(
+    db: DbOption = None,
+    config: ConfigOption = None,
+    model: ModelOption = None,
+    summariser_model: Annotated[Optional[Path], typer.Option("--summariser", help="Summariser folder (default: the promoted one).")] = None,
+):
+    """Write a briefing (at most 60 words) for each flagged item without one from the current
+    summariser. Run `minutes classify` first.
+
+    Example: minutes summarise --db data/minutes.db
+    """
+    from pipeline import modelfolder
+    from pipeline.nightly import _version_of, summarise_pending
+
+    settings = settings_from(config, db=db, model=model, summariser_model=summariser_model)
+    database = open_store(settings)
+    try:
+        version = _version_of(modelfolder.resolve(settings.models_dir, "classifier", settings.model), settings)
+        with progress_bar() as bar:
+            task = bar.add_task("summarising", total=None)
+            done = summarise_pending(database, settings, version,
+                                     on_items=lambda d, t: bar.update(task, completed=d, total=t))
+    except modelfolder.ModelError as exc:
+        console.print(f"error: {exc}")
+        raise typer.Exit(2) from None
+    console.print(f"summarised {done} flagged items in {settings.db}")
+
+
+@app.command()
+def predict(
+    input_file: Annotated[Path, typer.Argument(help="JSON Lines: one {\"id\", \"title\"?, \"text\"} per line.")],
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write JSON Lines here (default: stdout).")] = None,
+    model: ModelOption = None,
+    config: ConfigOption = None,
+    with_briefing: Annotated[bool, typer.Option("--briefing/--no-briefing", help="Add a briefing to flagged items.")] = True,
+):
+    """Classify (and brief) items from a file, without a store.
+
+    Each output line: {"id", "labels", "scores", "evidence", "briefing"}. A malformed input line is
+    reported with its number and skipped (exit status 1).
+
+    Example: minutes predict items.jsonl -o predictions.jsonl
+    """
+    from pipeline import modelfolder
+    from pipeline.classify import classify_records
+    from pipeline.train import prepare
+
+    settings = settings_from(config, model=model)
+    records, bad = [], 0
+    try:
+        lines = input_file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        console.print(f"{input_file}: cannot read ({exc})")
+        raise typer.Exit(2) from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or not isinstance(row.get("text"), str) or "id" not in row:
+                raise ValueError("needs \"id\" and a \"text\" string")
+        except (json.JSONDecodeError, ValueError) as exc:
+            console.print(f"{input_file}:{number}: skipped: {exc}", markup=False)
+            bad += 1
+            continue
+        records.append(prepare({"id": row["id"], "title": row.get("title"), "text": row["text"]}))
+    try:
+        loaded = modelfolder.load(modelfolder.resolve(settings.models_dir, "classifier", settings.model),
+                                  settings.device, settings.quantize, settings.threads)
+        predictions = classify_records(loaded, records, settings.batch_size,
+                                       loaded.card.get("max_tokens", 128), settings.device,
+                                       settings.evidence_per_label)
+        if with_briefing:
+            from pipeline.summarise import summarise_records
+
+            summariser = modelfolder.load(
+                modelfolder.resolve(settings.models_dir, "summariser", settings.summariser_model),
+                settings.device, settings.quantize, settings.threads)
+            flagged = [{**r, "evidence": p["evidence"]} for r, p in zip(records, predictions) if p["labels"]]
+            briefs = {b["id"]: b["briefing"] for b in summarise_records(summariser, flagged)}
+            for p in predictions:
+                p["briefing"] = briefs.get(p["id"])
+    except modelfolder.ModelError as exc:
+        console.print(f"error: {exc}")
+        raise typer.Exit(2) from None
+    text = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions)
+    if output:
+        output.write_text(text, encoding="utf-8")
+        console.print(f"wrote {len(predictions)} predictions to {output}; {bad} lines skipped")
+    else:
+        sys.stdout.write(text)
+    raise typer.Exit(1 if bad else 0)
+
+
+@app.command()
+def evaluate(
+    gold: Annotated[Path, typer.Option("--gold", help="Gold JSONL (labelling-guide format).")],
+    model: ModelOption = None,
+    summariser_model: Annotated[Optional[Path], typer.Option("--summariser", help="Summariser folder (default: promoted).")] = None,
+    config: ConfigOption = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+):
+    """Score the classifier and summariser on a gold file beside baselines: keyword rules and
+    TF-IDF + logistic regression (trained on the same training data) for labels; the first 60
+    words and LexRank for briefings.
+
+    Example: minutes evaluate --gold ../shared/corpus/dev.gold.jsonl
+    """
+    from pipeline import modelfolder
+    from pipeline.evaluate import evaluate_gold
+
+    settings = settings_from(config, db=db, model=model, summariser_model=summariser_model)
+    try:
+        report = evaluate_gold(settings, gold, _training_rows(settings, None, True)[0])
+    except modelfolder.ModelError as exc:
+        console.print(f"error: {exc}")
+        raise typer.Exit(2) from None
+    if as_json:
+        out.print(json.dumps(report, indent=2))
+        return
+    table = Table("system", *[f"{label} F1 (n={report['model']['per_label'][label]['support']})" for label in LABELS],
+                  "macro F1", "micro F1", title=f"labels on {gold} ({report['model']['items']} items)")
+    for name in ("model", "keywords", "tfidf_logreg"):
+        m = report[name]
+        table.add_row(name, *[f"{m['per_label'][l]['f1']:.3f}" for l in LABELS],
+                      f"{m['macro_f1']:.3f}", f"{m['micro_f1']:.3f}")
+    out.print(table)
+    out.print(f"evidence score (gold evidence sentences found in predicted evidence): {report['evidence_score']}")
+    if report.get("briefings"):
+        table = Table("system", "ROUGE-1", "ROUGE-2", "ROUGE-L", "mean words", "max words", "unsupported",
+                      title=f"briefings on {report['briefings']['model']['items']} flagged gold items")
+        for name, m in report["briefings"].items():
+            table.add_row(name, f"{m['rouge1']:.3f}", f"{m['rouge2']:.3f}", f"{m['rougeL']:.3f}",
+                          f"{m['mean_words']}", f"{m['max_words']}", f"{m['share_unsupported']:.2f}")
+        out.print(table)
+
+
+# ---------------------------------------------------------------- briefing and the overnight run
+@app.command()
+def brief(
+    db: DbOption = None,
+    config: ConfigOption = None,
+    since: Annotated[Optional[str], typer.Option(help="Items whose meeting (or ingest) date is on or after YYYY-MM-DD.")] = None,
+    run: Annotated[Optional[int], typer.Option("--run", help="Items classified in this run (see `minutes runs`).")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for briefing.html, .md and .json.")] = None,
+):
+    """Write the directors' briefing (HTML, Markdown, JSON) for stored, classified items.
+
+    Example: minutes brief --since 2025-01-01 --out data/briefings
+    """
+    from pipeline.nightly import write_brief
+
+    settings = settings_from(config, db=db, out_dir=out_dir)
+    database = open_store(settings)
+    items = store.items_since(database, since_date=since, run_id=run)
+    period = f"since {since}" if since else (f"run {run}" if run else "all stored items")
+    paths = write_brief(database, settings, items, period)
+    console.print(f"briefing for {len(items)} items written to {paths['html']}")
+    out.print(str(paths["html"]))
+
+
+@app.command()
+def nightly(
+    config: ConfigOption = None,
+    source: Annotated[Optional[list[Path]], typer.Option("--source", help="Folder or file to ingest (repeatable; adds to the config's sources).")] = None,
+    db: DbOption = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder for the briefing.")] = None,
+    model: ModelOption = None,
+    as_json: JsonOption = False,
+):
+    """The overnight run: ingest every source, classify new items, summarise flagged ones, and
+    write the briefing for items new since the last successful run. Safe to re-run; a killed run
+    is finished by the next. Exit status: 0 ok, 1 some inputs failed, 2 usage, 75 locked.
+
+    Example (cron): minutes nightly --config /etc/minutes.toml --json
+    """
+    import time
+
+    from pipeline import modelfolder
+    from pipeline.config import Source
+    from pipeline.nightly import EXIT_LOCKED, Locked, run_nightly
+
+    settings = settings_from(config, db=db, out_dir=out_dir, model=model)
+    settings.sources = list(settings.sources) + [Source(kind="path", path=str(p)) for p in (source or [])]
+    if not settings.sources:
+        console.print("error: no sources: give --source PATH or [[sources]] in the config file")
+        raise typer.Exit(2)
+    started = time.perf_counter()
+    try:
+        with progress_bar() as bar:
+            tasks: dict[str, int] = {}
+
+            def on_stage(name, done, total):
+                if name not in tasks:
+                    tasks[name] = bar.add_task(name, total=total)
+                bar.update(tasks[name], completed=done, total=total)
+
+            result = run_nightly(settings, on_error=error_line, on_stage=on_stage)
+    except Locked as exc:
+        console.print(f"locked: {exc}; try again when it has finished")
+        raise typer.Exit(EXIT_LOCKED) from None
+    except (modelfolder.ModelError, store.StoreError) as exc:
+        console.print(f"error: {exc}")
+        raise typer.Exit(2) from None
+    if result.stale_lock_cleared:
+        console.print(f"cleared a stale lock left by pid {result.stale_lock_cleared} (killed run)")
+    if as_json:
+        out.print(json.dumps(result.as_json()))
+    elif not result.did_model_work:
+        console.print(f"run {result.run_id}: nothing new to classify or summarise "
+                      f"({result.items_new} new items); briefing {result.briefing}")
+    else:
+        console.print(
+            f"run {result.run_id}: {result.items_new} new items, {result.items_classified} classified, "
+            f"{result.items_summarised} summarised, {len(result.failed)} failed inputs in "
+            f"{time.perf_counter() - started:.1f} s; briefing {result.briefing}"
+        )
+    raise typer.Exit(1 if result.failed else 0)
+
+
+@app.command()
+def runs(
+    db: DbOption = None,
+    config: ConfigOption = None,
+    limit: Annotated[int, typer.Option(help="Show the last N runs.")] = 20,
+    as_json: JsonOption = False,
+):
+    """List overnight runs: start, end, outcome, counts per stage and model version.
+
+    Example: minutes runs --limit 5
+    """
+    settings = settings_from(config, db=db)
+    rows = store.runs(open_store(settings), limit)
+    if as_json:
+        out.print(json.dumps(rows))
+        return
+    table = Table("run", "started", "ended", "status", "new", "classified", "summarised", "failed", "model")
+    for r in rows:
+        c = r["counts"]
+        table.add_row(str(r["id"]), r["started_at"], r["ended_at"] or "", r["status"],
+                      str(c.get("items_new", "")), str(c.get("items_classified", "")),
+                      str(c.get("items_summarised", "")), str(len(r["failed"])), r["model_version"] or "")
+    out.print(table)
+
+
+# ---------------------------------------------------------------- labelling loop
+label_app = typer.Typer(help="Export items for people to label, and import their labels.", no_args_is_help=True)
+app.add_typer(label_app, name="label")
+
+
+@label_app.command("export")
+def label_export(
+    n: Annotated[int, typer.Option("-n", help="How many items.")] = 20,
+    strategy: Annotated[str, typer.Option(help="uncertain (nearest the thresholds, across councils), flagged or random.")] = "uncertain",
+    fmt: Annotated[str, typer.Option("--format", help="jsonl, csv or label-studio.")] = "jsonl",
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="File to write (default: stdout).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for random and flagged picks.")] = 0,
+    db: DbOption = None,
+    config: ConfigOption = None,
+):
+    """Pick items for labelling, with the model's labels and evidence as suggestions.
+
+    Example: minutes label export -n 20 --strategy uncertain --format csv -o to_label.csv
+    """
+    from pipeline import labelling, modelfolder
+
+    settings = settings_from(config, db=db)
+    if strategy not in labelling.STRATEGIES or fmt not in labelling.FORMATS:
+        console.print(f"error: --strategy is one of {labelling.STRATEGIES}, --format one of {labelling.FORMATS}")
+        raise typer.Exit(2)
+    thresholds = None
+    folder = modelfolder.promoted_folder(settings.models_dir, "classifier")
+    if folder is not None:
+        thresholds = modelfolder.read_card(folder)["thresholds"]
+    rows = labelling.pick_items(open_store(settings), n, strategy, thresholds, seed)
+    text = labelling.write_export(rows, fmt)
+    if output:
+        output.write_text(text, encoding="utf-8")
+        console.print(f"exported {len(rows)} items ({strategy}) to {output}")
+    else:
+        sys.stdout.write(text)
+
+
+@label_app.command("import")
+def label_import(
+    file: Annotated[Path, typer.Argument(help="Labelled rows: .jsonl, .csv, or a Label Studio .json export.")],
+    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Import the good rows even if some are bad.")] = False,
+    db: DbOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+):
+    """Import people's labels, checked against the labelling guide. A file with any bad row
+    imports nothing (unless --skip-bad); importing the same file again changes nothing.
+
+    Example: minutes label import labelled.csv
+    """
+    from pipeline import labelling
+
+    settings = settings_from(config, db=db)
+    if not file.is_file():
+        console.print(f"{file}: no such file")
+        raise typer.Exit(2)
+    report = labelling.import_labels(open_store(settings), file, skip_bad)
+    for bad in report["bad"]:
+        console.print(f"{file}:{bad['line']}: {bad['error']}", markup=False)
+    if as_json:
+        out.print(json.dumps(report))
+    else:
+        console.print(f"imported {report['imported']} labels, {report['unchanged']} already present, "
+                      f"{len(report['bad'])} bad rows of {report['rows']}")
+    raise typer.Exit(1 if report["bad"] else 0)
+
+
+# ---------------------------------------------------------------- model registry
+models_app = typer.Typer(help="List, promote and roll back trained models.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+def models_list(
+    kind: Annotated[str, typer.Option(help="classifier or summariser.")] = "classifier",
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+):
+    """Model versions with their training data, date and metrics; * marks the promoted one.
+
+    Example: minutes models list --kind classifier
+    """
+    from pipeline import modelfolder
+
+    settings = settings_from(config)
+    versions = modelfolder.versions(settings.models_dir, kind)
+    current = (modelfolder.history(settings.models_dir, kind) or [None])[-1]
+    if as_json:
+        out.print(json.dumps([{**v, "promoted": v["version"] == current} for v in versions]))
+        return
+    table = Table("", "version", "trained", "rows", "data hash", "validation metrics")
+    for v in versions:
+        metric = v["metrics"].get("macro_f1", v["metrics"].get("rougeL"))
+        gold = v.get("gold_metrics", {})
+        text = f"{metric}" + "".join(f"; {g}: {m}" for g, m in gold.items())
+        table.add_row("*" if v["version"] == current else "", v["version"], v["trained_at"],
+                      str(v["training_rows"]), v["data_hash"][:10], text)
+    out.print(table)
+
+
+@models_app.command("promote")
+def models_promote(
+    version: Annotated[str, typer.Argument(help="Version folder name under models/<kind>/.")],
+    gold: Annotated[Path, typer.Option("--gold", help="Gold JSONL both models are scored on.")],
+    kind: Annotated[str, typer.Option(help="classifier (summariser promotion uses ROUGE-L).")] = "classifier",
+    margin: Annotated[Optional[float], typer.Option(help="Required improvement (default from config, 0).")] = None,
+    config: ConfigOption = None,
+):
+    """Promote a model only if it scores no worse than the current one on the same gold file.
+
+    Example: minutes models promote 20251101-020000-ab12cd --gold data/labelled/holdout.gold.jsonl
+    """
+    from pipeline import modelfolder
+    from pipeline.evaluate import compare_for_promotion
+
+    settings = settings_from(config, promote_margin=margin)
+    try:
+        decision = compare_for_promotion(settings, kind, version, gold)
+    except modelfolder.ModelError as exc:
+        console.print(f"error: {exc}")
+        raise typer.Exit(2) from None
+    if decision["promote"]:
+        modelfolder.promote(settings.models_dir, kind, version)
+        console.print(f"promoted {kind} {version}: {decision['metric']} {decision['candidate']:.4f} "
+                      f"vs current {decision['current_text']}")
+        return
+    console.print(f"refused: {kind} {version} scores {decision['metric']} {decision['candidate']:.4f}, "
+                  f"current {decision['current_version']} scores {decision['current']:.4f} "
+                  f"(margin {settings.promote_margin}) on {gold}")
+    raise typer.Exit(1)
+
+
+@models_app.command("rollback")
+def models_rollback(
+    kind: Annotated[str, typer.Option(help="classifier or summariser.")] = "classifier",
+    config: ConfigOption = None,
+):
+    """Return to the previously promoted model.
+
+    Example: minutes models rollback --kind classifier
+    """
+    from pipeline import modelfolder
+
+    settings = settings_from(config)
+    try:
+        version = modelfolder.rollback(settings.models_dir, kind)
+    except modelfolder.ModelError as exc:
+        console.print(f"error: {exc}")
+        raise typer.Exit(1) from None
+    console.print(f"{kind} is back to {version}")
+
+
 def main() -> None:  # pragma: no cover - console-script shim
     app()
 

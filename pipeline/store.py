@@ -75,16 +75,8 @@ def _m1_initial(db: sqlite3.Connection) -> None:
             id INTEGER PRIMARY KEY,
             started_at TEXT NOT NULL, ended_at TEXT,
             status TEXT NOT NULL,              -- running, ok, failed-inputs, error
-            model_version TEXT, counts TEXT, failed TEXT, briefing TEXT
-        );
-        CREATE TABLE models (
-            version TEXT PRIMARY KEY,
-            kind TEXT NOT NULL,                -- classifier or summariser
-            path TEXT NOT NULL, created_at TEXT NOT NULL, metrics TEXT,
-            promoted_at TEXT
-        );
-        CREATE TABLE promotions (
-            id INTEGER PRIMARY KEY, kind TEXT NOT NULL, version TEXT NOT NULL, at TEXT NOT NULL
+            model_version TEXT, counts TEXT, failed TEXT, briefing TEXT,
+            item_high_water INTEGER            -- the largest item id when the run ended
         );
         """
     )
@@ -286,6 +278,13 @@ def save_predictions(db, predictions: list[dict], model_version: str, run_id=Non
     return stored
 
 
+def delete_predictions(db, item_ids: list[int], model_version: str) -> None:
+    """For `classify --all`: the model's earlier predictions for these items are redone."""
+    with transaction(db):
+        db.executemany("DELETE FROM predictions WHERE item_id = ? AND model_version = ?",
+                       [(i, model_version) for i in item_ids])
+
+
 def latest_predictions(db, item_ids: Iterable[int] | None = None) -> dict[int, dict]:
     """The newest prediction for each item (whatever model made it)."""
     sql = (
@@ -432,11 +431,14 @@ def start_run(db, model_version: str | None) -> int:
         ).lastrowid
 
 
-def finish_run(db, run_id: int, status: str, counts: dict, failed: list, briefing: str | None):
+def finish_run(db, run_id: int, status: str, counts: dict, failed: list, briefing: str | None,
+               model_version: str | None = None, item_high_water: int | None = None):
     with transaction(db):
         db.execute(
-            "UPDATE runs SET ended_at=?, status=?, counts=?, failed=?, briefing=? WHERE id=?",
-            (now(), status, json.dumps(counts), json.dumps(failed), briefing, run_id),
+            "UPDATE runs SET ended_at=?, status=?, counts=?, failed=?, briefing=?, model_version=?, "
+            "item_high_water=? WHERE id=?",
+            (now(), status, json.dumps(counts), json.dumps(failed), briefing, model_version,
+             item_high_water, run_id),
         )
 
 
@@ -486,57 +488,6 @@ def items_since(db, since_date: str | None = None, after_item_id: int | None = N
         sql += " AND i.id IN (SELECT item_id FROM predictions WHERE run_id = ?)"
         params.append(run_id)
     return [_item(r) for r in db.execute(sql + " ORDER BY i.id", params)]
-
-
-# ---------------------------------------------------------------- model registry
-def register_model(db, version: str, kind: str, path: str, metrics: dict) -> None:
-    with transaction(db):
-        db.execute(
-            "INSERT OR REPLACE INTO models (version, kind, path, created_at, metrics, promoted_at) "
-            "VALUES (?,?,?,?,?, (SELECT promoted_at FROM models WHERE version = ?))",
-            (version, kind, path, now(), json.dumps(metrics), version),
-        )
-
-
-def models(db, kind: str | None = None) -> list[dict]:
-    sql = "SELECT * FROM models"
-    params: tuple = ()
-    if kind:
-        sql += " WHERE kind = ?"
-        params = (kind,)
-    out = []
-    for r in db.execute(sql + " ORDER BY created_at, version", params):
-        m = dict(r)
-        m["metrics"] = _loads(m["metrics"]) or {}
-        out.append(m)
-    return out
-
-
-def promote(db, kind: str, version: str) -> None:
-    with transaction(db):
-        db.execute("UPDATE models SET promoted_at = ? WHERE version = ?", (now(), version))
-        db.execute("INSERT INTO promotions (kind, version, at) VALUES (?,?,?)", (kind, version, now()))
-
-
-def promoted(db, kind: str) -> dict | None:
-    row = db.execute(
-        "SELECT m.* FROM promotions p JOIN models m ON m.version = p.version "
-        "WHERE p.kind = ? ORDER BY p.id DESC LIMIT 1",
-        (kind,),
-    ).fetchone()
-    return dict(row) if row else None
-
-
-def rollback(db, kind: str) -> dict | None:
-    """Drop the latest promotion; the one before it is in force again."""
-    with transaction(db):
-        rows = db.execute(
-            "SELECT id, version FROM promotions WHERE kind = ? ORDER BY id DESC LIMIT 2", (kind,)
-        ).fetchall()
-        if len(rows) < 2:
-            return None
-        db.execute("DELETE FROM promotions WHERE id = ?", (rows[0]["id"],))
-    return promoted(db, kind)
 
 
 # ---------------------------------------------------------------- fetch state

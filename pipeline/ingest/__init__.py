@@ -91,7 +91,7 @@ def ingest_bytes(db, source: str, data: bytes, meta: dict | None = None) -> Inge
         "source": source,
         "content_hash": content_hash,
         "format": fmt,
-        "council": meta.get("council"),
+        "council": meta.get("council") or parsed.get("council"),
         "committee": meta.get("committee") or parsed["committee"],
         "meeting_date": meta.get("meeting_date") or parsed["meeting_date"],
         "fetched_at": meta.get("fetched_at"),

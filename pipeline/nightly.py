@@ -1,0 +1,207 @@
+"""The overnight run: ingest -> classify -> summarise -> brief, with a lock, a run record, and
+batches committed one at a time so a killed run is finished, exactly once, by the next.
+
+Each stage is also a function the CLI calls on its own (`minutes classify`, `minutes summarise`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline import modelfolder, store
+from pipeline.config import Settings
+
+EXIT_OK, EXIT_FAILED_INPUTS, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 75
+STORE_BATCH = 256  # items per committed batch: a kill loses at most this much work
+
+
+class Locked(Exception):
+    """Another run holds the lock."""
+
+
+class RunLock:
+    """An exclusive lock beside the store. flock is released by the kernel when its holder dies,
+    so a killed run never blocks the next; the pid it left behind is reported as stale."""
+
+    def __init__(self, db_path: Path):
+        self.path = Path(str(db_path) + ".lock")
+        self.handle = None
+        self.stale_pid: int | None = None
+
+    def __enter__(self) -> "RunLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.handle = open(self.path, "a+")
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.handle.seek(0)
+            holder = self.handle.read().strip() or "unknown"
+            self.handle.close()
+            raise Locked(f"another minutes run (pid {holder}) holds {self.path}") from None
+        self.handle.seek(0)
+        previous = self.handle.read().strip()
+        if previous.isdigit() and int(previous) != os.getpid():
+            self.stale_pid = int(previous)  # its holder died without releasing: cleared now
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.handle.write(str(os.getpid()))
+        self.handle.flush()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.handle.flush()
+        fcntl.flock(self.handle, fcntl.LOCK_UN)
+        self.handle.close()
+
+
+def _chunks(rows: list, size: int):
+    for start in range(0, len(rows), size):
+        yield rows[start:start + size]
+
+
+def classify_pending(db, settings: Settings, run_id: int | None = None,
+                     loaded=None, on_items: Callable[[int, int], None] | None = None,
+                     reclassify_all: bool = False) -> tuple[int, str]:
+    """Classify current items the model has not labelled yet; returns (count, model version)."""
+    from pipeline.classify import classify_records
+
+    if loaded is None:
+        folder = modelfolder.resolve(settings.models_dir, "classifier", settings.model)
+        loaded = modelfolder.load(folder, settings.device, settings.quantize, settings.threads)
+    version = loaded.version + ("+int8" if settings.quantize else "")
+    pending = store.items(db) if reclassify_all else store.items_without_predictions(db, version)
+    done = 0
+    for batch in _chunks(pending, STORE_BATCH):
+        predictions = classify_records(
+            loaded, batch, settings.batch_size, loaded.card.get("max_tokens", settings.max_passage_tokens),
+            settings.device, settings.evidence_per_label,
+        )
+        rows = [{**p, "item_id": p["id"]} for p in predictions]
+        if reclassify_all:
+            store.delete_predictions(db, [r["item_id"] for r in rows], version)
+        store.save_predictions(db, rows, version, run_id)
+        done += len(batch)
+        if on_items:
+            on_items(done, len(pending))
+    return done, version
+
+
+def summarise_pending(db, settings: Settings, classifier_version: str, run_id: int | None = None,
+                      loaded=None, on_items: Callable[[int, int], None] | None = None) -> int:
+    """Write briefings for flagged items that have none from the current summariser."""
+    from pipeline.summarise import summarise_records
+
+    if loaded is None:
+        folder = modelfolder.resolve(settings.models_dir, "summariser", settings.summariser_model)
+        loaded = modelfolder.load(folder, settings.device, settings.quantize, settings.threads)
+    pending = store.flagged_items_without_summary(db, classifier_version, loaded.version)
+    done = 0
+    for batch in _chunks(pending, STORE_BATCH):
+        summaries = summarise_records(
+            loaded, batch, settings.batch_size, loaded.card.get("max_tokens", settings.max_passage_tokens),
+            settings.device, settings.briefing_max_words,
+        )
+        store.save_summaries(db, [{**s, "item_id": s["id"]} for s in summaries], loaded.version, run_id)
+        done += len(batch)
+        if on_items:
+            on_items(done, len(pending))
+    return done
+
+
+def write_brief(db, settings: Settings, items: list[dict], period: str, out_dir: Path | None = None):
+    from pipeline.brief import briefing_data, monthly_chart, write_briefing
+
+    data = briefing_data(db, items, "Children's services briefing", settings.recipients_title, period)
+    return write_briefing(data, out_dir or settings.out_dir, monthly_chart(db))
+
+
+@dataclass
+class NightlyResult:
+    run_id: int
+    items_new: int = 0
+    items_classified: int = 0
+    items_summarised: int = 0
+    briefing: str | None = None
+    failed: list[dict] = field(default_factory=list)
+    model_version: str | None = None
+    stale_lock_cleared: int | None = None
+    interrupted_runs: int = 0
+
+    def as_json(self) -> dict:
+        return {
+            "run_id": self.run_id, "items_new": self.items_new,
+            "items_classified": self.items_classified, "items_summarised": self.items_summarised,
+            "briefing": self.briefing, "failed": self.failed, "model_version": self.model_version,
+        }
+
+    @property
+    def did_model_work(self) -> bool:
+        return bool(self.items_classified or self.items_summarised)
+
+
+def run_nightly(settings: Settings, on_error: Callable[[str, str], None] | None = None,
+                on_stage: Callable[[str, int, int], None] | None = None) -> NightlyResult:
+    """One overnight run under the lock. Raises Locked when another run holds it."""
+    from pipeline.ingest import ingest_paths
+
+    with RunLock(settings.db) as lock:
+        db = store.connect(settings.db)
+        interrupted = store.mark_interrupted_runs(db)
+        classifier_folder = modelfolder.resolve(settings.models_dir, "classifier", settings.model)
+        summariser_folder = modelfolder.resolve(settings.models_dir, "summariser", settings.summariser_model)
+        previous = store.last_successful_run(db)
+        since_item = (previous or {}).get("item_high_water") or 0
+        run_id = store.start_run(db, None)
+        result = NightlyResult(run_id, stale_lock_cleared=lock.stale_pid, interrupted_runs=interrupted)
+        try:
+            for source in settings.sources:
+                if source.kind == "path":
+                    report = ingest_paths(db, [Path(source.path)], settings.max_file_mb,
+                                          source.council, on_error)
+                else:
+                    from pipeline.fetch import fetch_moderngov
+
+                    report = fetch_moderngov(db, settings, source, on_error=on_error)
+                result.items_new += report.items_new
+                result.failed += report.failed
+            classifier = None
+            pending = store.items_without_predictions(db, _version_of(classifier_folder, settings))
+            if pending:
+                classifier = modelfolder.load(classifier_folder, settings.device, settings.quantize,
+                                              settings.threads)
+            result.items_classified, result.model_version = classify_pending(
+                db, settings, run_id, classifier,
+                (lambda d, t: on_stage("classifying", d, t)) if on_stage else None,
+            ) if classifier else (0, _version_of(classifier_folder, settings))
+            summariser_version = modelfolder.read_card(summariser_folder)["version"]
+            if store.flagged_items_without_summary(db, result.model_version, summariser_version):
+                summariser = modelfolder.load(summariser_folder, settings.device, settings.quantize,
+                                              settings.threads)
+                result.items_summarised = summarise_pending(
+                    db, settings, result.model_version, run_id, summariser,
+                    (lambda d, t: on_stage("summarising", d, t)) if on_stage else None,
+                )
+            items = store.items_since(db, after_item_id=since_item)
+            period = f"items stored since run {previous['id']}" if previous else "all stored items"
+            paths = write_brief(db, settings, items, period)
+            result.briefing = str(paths["html"])
+            status = "failed-inputs" if result.failed else "ok"
+            store.finish_run(db, run_id, status, {
+                "items_new": result.items_new, "items_classified": result.items_classified,
+                "items_summarised": result.items_summarised, "items_briefed": len(items),
+            }, result.failed, result.briefing, result.model_version, store.max_item_id(db))
+        except BaseException:
+            store.finish_run(db, run_id, "error", {}, result.failed, None, result.model_version, None)
+            raise
+        return result
+
+
+def _version_of(folder: Path, settings: Settings) -> str:
+    version = modelfolder.read_card(folder)["version"]
+    return version + ("+int8" if settings.quantize else "")

@@ -1,0 +1,182 @@
+"""Item -> a briefing of at most 60 words: a fine-tuned encoder scores each sentence, the best are
+chosen without redundancy (the resolution kept), lead-ins are trimmed, and nothing is added.
+
+Every number, date and named body in a briefing must appear in the item; a briefing that fails
+that check is replaced by a safer one (the item's own best sentence, cut to fit).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import numpy as np
+
+from pipeline.evaluate import unsupported_facts
+from pipeline.passages import item_passages, normalise_for_match
+
+# Reporting lead-ins: dropping them shortens a sentence without changing what it says.
+_LEAD_INS = re.compile(
+    r"^(?:(?:it was|members were|the (?:committee|cabinet|board|panel) (?:was|were)) "
+    r"(?:noted|informed|reported|advised|explained|highlighted|confirmed|stated|told) that |"
+    r"(?:the )?(?:[A-Z][\w’'-]+ ){0,5}(?:reported|explained|advised|confirmed|stated|noted|"
+    r"highlighted|added|commented|said) that |in response to (?:a )?questions?(?: from [^,]+)?, "
+    r"(?:[\w’'-]+ ){1,6}(?:confirmed|explained|advised|stated|said) that |"
+    r"the report (?:highlighted|noted|stated|explained) that |during the discussion,? )",
+    re.I,
+)
+_PARENTHETICAL_REFS = re.compile(
+    r"\s*\((?:for copy of report see[^)]*|appendix[^)]*|see appendix[^)]*|copy attached|"
+    r"agenda pages?[^)]*|pages? \d[^)]*)\)",
+    re.I,
+)
+_RESOLUTION_HEAD = re.compile(r"^(?:RESOLVED|Resolved|AGREED|Agreed|DECISION|Decision)\s*[:–-]?\s*", re.I)
+_BOILERPLATE = re.compile(
+    r"pdf icon|\bPDF \d+ ?KB\b|view the full minutes text|supporting documents|additional documents",
+    re.I,
+)
+
+
+def compress(sentence: str) -> str:
+    """Trim a lead-in and references to appendices; never add a word."""
+    out = _PARENTHETICAL_REFS.sub("", sentence).strip()
+    trimmed = _LEAD_INS.sub("", out, count=1)
+    if trimmed != out and len(trimmed.split()) >= 4:
+        out = trimmed[0].upper() + trimmed[1:]
+    return out.strip()
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9£]+", normalise_for_match(text)))
+
+
+def _is_redundant(candidate: str, chosen: list[str]) -> bool:
+    words = _words(candidate)
+    return any(len(words & _words(c)) / max(1, min(len(words), len(_words(c)))) > 0.6 for c in chosen)
+
+
+def cut_to_words(sentence: str, limit: int) -> str:
+    """A sentence cut at its last clause boundary within `limit` words (or at the limit)."""
+    words = sentence.split()
+    if len(words) <= limit:
+        return sentence
+    head = " ".join(words[:limit])
+    boundary = max(head.rfind(", "), head.rfind("; "), head.rfind(": "))
+    if boundary > len(head) // 2:
+        head = head[:boundary]
+    return head.rstrip(",;: ") + "…"
+
+
+def select(passages: list[str], scores: np.ndarray, resolution: str | None, max_words: int,
+           evidence: set[str] | None = None) -> list[str]:
+    """Greedy choice by score, no two near-duplicates, the resolution kept when it fits,
+    returned in document order."""
+    evidence = evidence or set()
+    order = sorted(range(len(passages)), key=lambda i: -scores[i])
+    chosen: dict[int, str] = {}
+    used = 0
+    resolution_index = None
+    if resolution:
+        for i, p in enumerate(passages):
+            if normalise_for_match(p) in normalise_for_match(resolution) or _RESOLUTION_HEAD.match(p):
+                resolution_index = i
+    for i in order:
+        text = compress(passages[i])
+        if _BOILERPLATE.search(text) or len(text.split()) < 4:
+            continue
+        if resolution_index is not None and i == resolution_index:
+            continue  # placed last, if it fits
+        if _is_redundant(text, list(chosen.values())):
+            continue
+        n = len(text.split())
+        if used + n > max_words:
+            if not chosen:  # the best sentence alone is too long: cut it to fit
+                chosen[i] = cut_to_words(text, max_words)
+                used = max_words
+            continue
+        chosen[i] = text
+        used += n
+        if used >= max_words - 5:
+            break
+    if resolution_index is not None:
+        text = _RESOLUTION_HEAD.sub("", compress(passages[resolution_index])).strip()
+        # "That the report be noted" says nothing a director needs.
+        if text and not re.fullmatch(r"(?:that )?the (?:report|update) be noted\.?", text, re.I):
+            text = text[0].upper() + text[1:]
+            if used + len(text.split()) <= max_words and not _is_redundant(text, list(chosen.values())):
+                chosen[resolution_index] = text
+    return [chosen[i] for i in sorted(chosen)]
+
+
+def summarise_record(record: dict, passage_scores: np.ndarray, passages: list[str],
+                     max_words: int = 60) -> dict:
+    """One item's briefing from its passages' scores; the faithfulness check is applied here."""
+    evidence = {p for sentences in (record.get("evidence") or {}).values() for p in sentences}
+    # Sentences the classifier quoted as evidence are what a director must see: they get a lift.
+    lifted = np.array([
+        s + (0.35 if p in evidence else 0.0) for p, s in zip(passages, passage_scores)
+    ])
+    chosen = select(passages, lifted, record.get("resolutions"), max_words, evidence)
+    briefing = " ".join(chosen).strip()
+    is_fallback = False
+    if not briefing or unsupported_facts(briefing, record["text"]) or len(briefing.split()) > max_words:
+        is_fallback = True
+        best = passages[int(np.argmax(lifted))] if passages else (record.get("title") or "")
+        briefing = cut_to_words(best, max_words)
+    return {"id": record["id"], "briefing": briefing, "is_fallback": is_fallback}
+
+
+def body_passages(record: dict) -> list[str]:
+    passages = item_passages(record["text"], record.get("title"))
+    return passages[1:] if record.get("title") and passages else passages
+
+
+def summarise_records(loaded, records: list[dict], batch_size: int = 64, max_tokens: int = 128,
+                      device: str = "cpu", max_words: int = 60,
+                      on_batch: Callable[[int], None] | None = None) -> list[dict]:
+    """Records {"id", "title", "text", "resolutions"?, "evidence"?} -> {"id", "briefing",
+    "is_fallback"}, scoring every sentence of the batch in one pass."""
+    from pipeline.classify import score_texts
+
+    per_item = [body_passages(r) for r in records]
+    flat = [p for passages in per_item for p in passages]
+    scores = score_texts(loaded, flat, batch_size, max_tokens, device, on_batch)[:, 0]
+    out, start = [], 0
+    for record, passages in zip(records, per_item):
+        out.append(summarise_record(record, scores[start:start + len(passages)], passages, max_words))
+        start += len(passages)
+    return out
+
+
+# ---------------------------------------------------------------- training targets
+def oracle_targets(passages: list[str], briefing: str, max_words: int = 60) -> list[float]:
+    """Greedy oracle: add the passage that most raises ROUGE-1+2 against the reference briefing,
+    while it rises and fits. Those passages are the targets the scorer learns."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2"], use_stemmer=True)
+
+    def gain(selection):
+        text = " ".join(compress(passages[i]) for i in sorted(selection))
+        result = scorer.score(briefing, text)
+        return result["rouge1"].fmeasure + result["rouge2"].fmeasure
+
+    chosen: set[int] = set()
+    best = 0.0
+    while True:
+        candidates = []
+        for i in range(len(passages)):
+            if i in chosen:
+                continue
+            words = sum(len(compress(passages[j]).split()) for j in chosen | {i})
+            if words > max_words * 1.3:
+                continue
+            candidates.append((gain(chosen | {i}), i))
+        if not candidates:
+            break
+        score, i = max(candidates)
+        if score <= best + 1e-4:
+            break
+        chosen.add(i)
+        best = score
+    return [1.0 if i in chosen else 0.0 for i in range(len(passages))]

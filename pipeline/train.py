@@ -1,0 +1,350 @@
+"""Fine-tuning: labelled items -> passage targets -> a fine-tuned encoder in a model folder.
+
+One training loop serves the classifier (three labels per passage) and the summariser's sentence
+scorer (one target per sentence). The folder holds safetensors weights, the tokenizer, and a card
+with label map, thresholds, base model, data hash, arguments and metrics: it reproduces the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import modelfolder
+from pipeline.config import LABELS
+from pipeline.ingest.readers import normalise
+from pipeline.ingest.split import split_document
+from pipeline.passages import item_passages, overlaps
+
+
+@dataclass
+class TrainingArguments:
+    epochs: int = 3
+    learning_rate: float = 8e-5
+    batch_size: int = 32
+    max_tokens: int = 96
+    seed: int = 13
+    weight_decay: float = 0.01
+    warmup_share: float = 0.06
+    validation_share: float = 0.15
+    # Positives are rare among passages; weighting them keeps recall up on real minutes.
+    positive_weight: float = 2.0
+    head_lr_scale: float = 20.0
+    threads: int = 2
+
+
+class DataError(Exception):
+    """A labelled file is unusable; the message names the file, the line and the problem."""
+
+
+# ---------------------------------------------------------------- data
+def read_labelled(paths: Iterable[Path]) -> list[dict]:
+    """Gold-format JSON Lines files (labelling guide) -> rows; folders are read for *.jsonl."""
+    rows = []
+    for path in paths:
+        path = Path(path)
+        files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
+        for file in files:
+            for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{file}:{number}: not JSON ({exc.msg})") from None
+                if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+                    raise DataError(f"{file}:{number}: needs a 'text' string")
+                unknown = set(row.get("labels") or []) - set(LABELS)
+                if unknown:
+                    raise DataError(f"{file}:{number}: unknown label(s) {sorted(unknown)}")
+                row.setdefault("id", f"{file.stem}-{number}")
+                rows.append(row)
+    return rows
+
+
+def prepare(row: dict) -> dict:
+    """A gold row's text as ingest would store it: page furniture removed, title found."""
+    parsed = split_document(normalise(row["text"]))
+    parts = parsed["items"]
+    if len(parts) == 1:
+        title, text = parts[0]["title"], parts[0]["text"]
+    else:
+        title, text = row.get("title"), "\n\n".join(p["text"] for p in parts)
+    return {**row, "title": title or row.get("title"), "text": text,
+            "is_procedural": len(parts) == 1 and parts[0]["is_procedural"]}
+
+
+def passage_targets(row: dict) -> list[tuple[str, list[float]]]:
+    """Each passage of a labelled item with its three targets (1 where it matches the item's
+    evidence for that label). The title is left out unless quoted as evidence: a title names a
+    subject, and whether it is flagged depends on what the minutes report."""
+    passages = item_passages(row["text"], row.get("title"))
+    evidence = row.get("evidence") or {}
+    out = []
+    for k, passage in enumerate(passages):
+        target = [
+            float(any(overlaps(passage, e) for e in evidence.get(label, [])))
+            for label in LABELS
+        ]
+        if k == 0 and row.get("title") and not any(target):
+            continue
+        out.append((passage, target))
+    return out
+
+
+def data_hash(rows: list[dict]) -> str:
+    digest = hashlib.sha256()
+    for row in sorted(rows, key=lambda r: str(r.get("id"))):
+        digest.update(json.dumps([row.get("id"), row["text"], row.get("labels"),
+                                  row.get("evidence"), row.get("briefing")],
+                                 sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def split_rows(rows: list[dict], share: float, seed: int) -> tuple[list[dict], list[dict]]:
+    ordered = sorted(rows, key=lambda r: str(r.get("id")))
+    rng = random.Random(seed)
+    rng.shuffle(ordered)
+    n_val = max(1, int(len(ordered) * share)) if len(ordered) > 4 else 0
+    return ordered[n_val:], ordered[:n_val]
+
+
+# ---------------------------------------------------------------- the loop
+def set_seed(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def fine_tune(base: Path, texts: list[str], targets: np.ndarray, args: TrainingArguments,
+              id2label: dict[int, str], on_step: Callable[[int, int, float], None] | None = None):
+    """Fine-tune `base` on (text, target vector) pairs with BCE; returns (model, tokenizer)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import get_linear_schedule_with_warmup
+
+    torch.set_num_threads(args.threads)
+    set_seed(args.seed)
+    tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base, num_labels=len(id2label), problem_type="multi_label_classification",
+        id2label=id2label, label2id={v: k for k, v in id2label.items()},
+        local_files_only=True, use_safetensors=True,
+    )
+    model.train()
+    encoded = tokenizer(texts, truncation=True, max_length=args.max_tokens)
+    targets_t = torch.tensor(targets, dtype=torch.float32)
+    n = len(texts)
+    steps_per_epoch = (n + args.batch_size - 1) // args.batch_size
+    total = steps_per_epoch * args.epochs
+    no_decay = ("bias", "LayerNorm.weight")
+    # The new head and the pooler start far from useful (this encoder was trained for mean
+    # pooling): they learn at head_lr_scale times the encoder's rate, or the head only learns
+    # "any label" and never which.
+    def is_head(name: str) -> bool:
+        return name.startswith(("classifier", "bert.pooler", "pooler"))
+
+    groups = []
+    for head in (False, True):
+        for decay in (True, False):
+            params = [p for n_, p in model.named_parameters()
+                      if is_head(n_) == head and n_.endswith(no_decay) != decay]
+            groups.append({"params": params, "weight_decay": args.weight_decay if decay else 0.0,
+                           "lr": args.learning_rate * (args.head_lr_scale if head else 1.0)})
+    optimiser = torch.optim.AdamW(groups, lr=args.learning_rate)
+    schedule = get_linear_schedule_with_warmup(optimiser, int(total * args.warmup_share), total)
+    loss_fn = torch.nn.BCEWithLogitsLoss(
+        pos_weight=torch.full((len(id2label),), args.positive_weight)
+    )
+    generator = torch.Generator().manual_seed(args.seed)
+    step = 0
+    for _ in range(args.epochs):
+        order = torch.randperm(n, generator=generator).tolist()
+        # Bucket by length within the shuffled order: less padding, same randomness per seed.
+        for start in range(0, n, args.batch_size):
+            chunk = order[start:start + args.batch_size]
+            features = [{k: encoded[k][i] for k in encoded.keys()} for i in chunk]
+            batch = tokenizer.pad(features, return_tensors="pt")
+            logits = model(**batch).logits
+            loss = loss_fn(logits, targets_t[chunk])
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimiser.step()
+            schedule.step()
+            optimiser.zero_grad()
+            step += 1
+            if on_step:
+                on_step(step, total, float(loss.detach()))
+    model.eval()
+    return model, tokenizer
+
+
+def choose_thresholds(scores: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Per label, the threshold with the best F1 on validation items; ties go to the value
+    nearest 0.5 (the least tuned)."""
+    from sklearn.metrics import f1_score
+
+    grid = np.round(np.arange(0.05, 0.951, 0.025), 3)
+    chosen = {}
+    for j, label in enumerate(LABELS):
+        best = (-1.0, 1.0, 0.5)
+        for t in grid:
+            f1 = f1_score(truth[:, j], scores[:, j] >= t, zero_division=0)
+            key = (round(f1, 6), -abs(t - 0.5))
+            if key > best[:2]:
+                best = (key[0], key[1], float(t))
+        chosen[label] = best[2]
+    return chosen
+
+
+def new_version(data_digest: str) -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S") + "-" + data_digest[:6]
+
+
+def save_folder(folder: Path, model, tokenizer, card: dict) -> None:
+    """Write into a temporary folder, then rename: a killed run leaves no half model."""
+    tmp = folder.with_name(folder.name + ".partial")
+    tmp.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    (tmp / modelfolder.CARD).write_text(json.dumps(card, indent=2), encoding="utf-8")
+    (tmp / "README.md").write_text(model_card_text(card), encoding="utf-8")
+    tmp.rename(folder)
+
+
+def model_card_text(card: dict) -> str:
+    lines = [
+        f"# minutes-pipeline {card['kind']} {card['version']}", "",
+        f"- Base model: {card['base_model']} (licence: {card['base_licence']})",
+        f"- Trained: {card['trained_at']} in {card['training_seconds']:.0f} s on {card['training_rows']} items"
+        f" ({card['training_passages']} passages)",
+        f"- Training data: {', '.join(card['training_files'])} (sha256 {card['data_hash'][:16]}...)",
+        f"- Arguments: {json.dumps(card['arguments'])}",
+    ]
+    if card.get("thresholds"):
+        lines.append(f"- Thresholds (chosen on the validation split): {json.dumps(card['thresholds'])}")
+    lines.append(f"- Validation metrics: {json.dumps(card.get('metrics', {}))}")
+    lines += ["", "Load with `minutes classify --model THIS_FOLDER`; weights are safetensors."]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- the classifier
+def train_classifier(
+    rows: list[dict], out_root: Path, base: Path | None = None,
+    args: TrainingArguments | None = None, training_files: list[str] | None = None,
+    on_step: Callable[[int, int, float], None] | None = None,
+) -> Path:
+    """Train, choose thresholds on a held-out split, save a model folder; returns the folder."""
+    from pipeline.classify import classify_records
+    from pipeline.evaluate import label_metrics
+
+    args = args or TrainingArguments()
+    base = Path(base) if base else modelfolder.packaged_base_model()
+    started = time.perf_counter()
+    prepared = [prepare(r) for r in rows]
+    train_rows, val_rows = split_rows(prepared, args.validation_share, args.seed)
+    pairs = [p for row in train_rows for p in passage_targets(row)]
+    if not pairs:
+        raise DataError("no training passages: the labelled files are empty")
+    texts = [p[0] for p in pairs]
+    targets = np.array([p[1] for p in pairs], dtype=np.float32)
+    model, tokenizer = fine_tune(base, texts, targets, args,
+                                 {i: label for i, label in enumerate(LABELS)}, on_step)
+    loaded = modelfolder.LoadedModel(Path("."), {"thresholds": {l: 0.5 for l in LABELS}},
+                                     tokenizer, model)
+    thresholds = {label: 0.5 for label in LABELS}
+    metrics = {}
+    if val_rows:
+        preds = classify_records(loaded, val_rows, max_tokens=args.max_tokens)
+        scores = np.array([[p["scores"][l] for l in LABELS] for p in preds])
+        truth = np.array([[l in (r.get("labels") or []) for l in LABELS] for r in val_rows])
+        thresholds = choose_thresholds(scores, truth)
+        predicted = [[l for j, l in enumerate(LABELS) if scores[i, j] >= thresholds[l]]
+                     for i in range(len(val_rows))]
+        metrics = label_metrics([r.get("labels") or [] for r in val_rows], predicted)
+        metrics["validation_items"] = len(val_rows)
+    digest = data_hash(rows)
+    version = new_version(digest)
+    card = {
+        "kind": "classifier", "version": version, "labels": list(LABELS),
+        "thresholds": thresholds, "base_model": _base_name(base), "base_licence": _base_licence(base),
+        "base_path": str(base), "data_hash": digest, "training_files": training_files or [],
+        "training_rows": len(train_rows), "validation_rows": len(val_rows),
+        "training_passages": len(pairs), "arguments": dataclasses.asdict(args),
+        "metrics": metrics, "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "training_seconds": time.perf_counter() - started, "max_tokens": args.max_tokens,
+    }
+    folder = modelfolder.kind_dir(out_root, "classifier") / version
+    save_folder(folder, model, tokenizer, card)
+    return folder
+
+
+def _base_name(base: Path) -> str:
+    try:
+        if Path(base).resolve() == modelfolder.packaged_base_model().resolve():
+            return modelfolder.BASE_MODEL_NAME
+    except modelfolder.ModelError:
+        pass
+    return str(base)
+
+
+def _base_licence(base: Path) -> str:
+    return modelfolder.BASE_MODEL_LICENCE if _base_name(base) == modelfolder.BASE_MODEL_NAME else "see base folder"
+
+
+# ---------------------------------------------------------------- the summariser's scorer
+def train_summariser(
+    rows: list[dict], out_root: Path, base: Path | None = None,
+    args: TrainingArguments | None = None, training_files: list[str] | None = None,
+    on_step: Callable[[int, int, float], None] | None = None,
+) -> Path:
+    """Fine-tune a sentence scorer on oracle targets from the reference briefings of flagged
+    labelled items; report ROUGE on the held-out split; save a model folder."""
+    from pipeline.evaluate import briefing_metrics
+    from pipeline.summarise import body_passages, oracle_targets, summarise_records
+
+    args = args or TrainingArguments(epochs=2, positive_weight=1.0)
+    base = Path(base) if base else modelfolder.packaged_base_model()
+    started = time.perf_counter()
+    prepared = [prepare(r) for r in rows if r.get("briefing") and r.get("labels")]
+    train_rows, val_rows = split_rows(prepared, args.validation_share, args.seed)
+    texts, targets = [], []
+    for row in train_rows:
+        passages = body_passages(row)
+        texts += passages
+        targets += [[t] for t in oracle_targets(passages, row["briefing"])]
+    if not texts:
+        raise DataError("no flagged items with briefings to train the summariser on")
+    model, tokenizer = fine_tune(base, texts, np.array(targets, dtype=np.float32), args,
+                                 {0: "in_briefing"}, on_step)
+    metrics = {}
+    if val_rows:
+        loaded = modelfolder.LoadedModel(Path("."), {}, tokenizer, model)
+        briefings = summarise_records(loaded, val_rows, max_tokens=args.max_tokens)
+        metrics = briefing_metrics([b["briefing"] for b in briefings], val_rows)
+        metrics.pop("unsupported_examples", None)
+    digest = data_hash(rows)
+    version = new_version(digest)
+    card = {
+        "kind": "summariser", "version": version, "labels": ["in_briefing"], "thresholds": {},
+        "base_model": _base_name(base), "base_licence": _base_licence(base), "base_path": str(base),
+        "data_hash": digest, "training_files": training_files or [],
+        "training_rows": len(train_rows), "validation_rows": len(val_rows),
+        "training_passages": len(texts), "arguments": dataclasses.asdict(args), "metrics": metrics,
+        "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "training_seconds": time.perf_counter() - started, "max_tokens": args.max_tokens,
+    }
+    folder = modelfolder.kind_dir(out_root, "summariser") / version
+    save_folder(folder, model, tokenizer, card)
+    return folder

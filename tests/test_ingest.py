@@ -1,0 +1,168 @@
+"""Ingest: real corpus minutes, the bundled samples, every kind of bad input, idempotence."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from typer.testing import CliRunner
+
+from pipeline import store
+from pipeline.cli import app
+from pipeline.ingest import ingest_paths
+
+from .conftest import SAMPLES
+
+runner = CliRunner()
+
+
+def ingest_json(env, *paths):
+    result = runner.invoke(app, ["ingest", *map(str, paths), "--json"], env=env)
+    return result, json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_corpus_dev_items_are_single_items_with_gold_titles(corpus, env):
+    result, report = ingest_json(env, corpus / "dev")
+    assert result.exit_code == 0, result.output
+    assert report == {"documents_new": 20, "documents_replaced": 0, "items_new": 20,
+                      "unchanged": 0, "failed": []}
+    gold = {json.loads(l)["id"]: json.loads(l) for l in (corpus / "dev.gold.jsonl").open()}
+    db = store.connect(env["MINUTES_DB"])
+    matches = sum(item["title"] == gold[item["source"].rsplit("/", 1)[-1][:-4]]["title"]
+                  for item in store.items(db))
+    assert matches >= 18  # 18 of 20 at the time of writing; see the closing note
+
+    again, report = ingest_json(env, corpus / "dev")
+    assert again.exit_code == 0
+    assert report["items_new"] == 0 and report["unchanged"] == 20
+
+
+def test_corpus_meetings_split_into_their_items(corpus, tmp_path):
+    db = store.connect(tmp_path / "m.db")
+    expected = [json.loads(l) for l in (corpus / "meetings" / "meetings.jsonl").open()]
+    for meeting in expected:
+        report = ingest_paths(db, [corpus / "meetings" / meeting["file"]])
+        assert not report.failed
+        items = store.items_by_ids(db, report.item_ids)
+        assert [(i["number"], i["title"]) for i in items] == [
+            (e["number"], e["title"]) for e in meeting["items"]
+        ]
+        assert all(i["date"] == meeting["date"] for i in items if meeting["date"])
+
+
+def test_sample_meetings_split_into_the_right_items(tmp_path):
+    db = store.connect(tmp_path / "s.db")
+    report = ingest_paths(db, [SAMPLES])
+    assert not report.failed and report.documents_new == 13
+    by_source = {}
+    for item in store.items(db):
+        by_source.setdefault(item["source"].rsplit("/", 1)[-1], []).append(item)
+    meeting = by_source["westhaven-cyp-scrutiny-2025-03-10.html"]
+    assert [i["number"] for i in meeting] == ["31", "32", "33", "34", "35", "36"]
+    assert meeting[3]["title"] == "Ofsted Focused Visit: The Front Door"
+    assert meeting[0]["is_procedural"] and not meeting[3]["is_procedural"]
+    assert meeting[3]["resolutions"].startswith("RESOLVED")
+    assert meeting[3]["committee"] == "Children and Young People Scrutiny Committee"
+    assert meeting[3]["date"] == "2025-03-10"
+    pdf = by_source["ashgrove-cabinet-2024-11-14.pdf"]
+    assert [i["number"] for i in pdf] == ["61", "62", "63"]
+    assert "statutory direction" in pdf[1]["text"]
+    docx = by_source["southcliffe-children-select-2025-02-05.docx"]
+    assert [i["title"] for i in docx] == ["Declarations of Interest",
+                                          "Ofsted Inspection of Local Authority Children's Services",
+                                          "Youth Service Review"]
+    # Page furniture and scripts never reach an item's text.
+    html_item = by_source["northmoor-cabinet-improvement-notice.html"][0]
+    assert "window.analytics" not in html_item["text"]
+    assert "Cookie settings" not in html_item["text"]
+    assert "pdf icon" not in html_item["text"]
+    assert html_item["council"] == "Northmoor County Council"
+
+
+def test_bad_inputs_fail_one_by_one_and_the_rest_is_stored(tmp_path, env):
+    good = tmp_path / "in" / "good.txt"
+    good.parent.mkdir()
+    good.write_text("Agenda item\n\nSchool Transport\n\nMinutes:\n\nMembers noted the new routes "
+                    "for home to school transport and asked for a review in the spring.\n",
+                    encoding="utf-8")
+    (tmp_path / "in" / "empty.txt").write_bytes(b"")
+    (tmp_path / "in" / "binary.txt").write_bytes(bytes(range(256)) * 40)
+    pdf = (SAMPLES / "ashgrove-cabinet-2024-11-14.pdf").read_bytes()
+    (tmp_path / "in" / "truncated.pdf").write_bytes(pdf[: len(pdf) // 3])
+    (tmp_path / "in" / "nominutes.html").write_text(
+        "<html><head><script>alert(1)</script></head><body><nav>Home</nav></body></html>")
+    huge = tmp_path / "in" / "huge.txt"
+    with huge.open("wb") as handle:
+        handle.truncate(50 * 1024 * 1024)  # sparse: 50 MB without writing 50 MB
+    cp1252 = tmp_path / "in" / "windows.txt"
+    cp1252.write_bytes("Agenda item\n\nBudget\n\nMinutes:\n\nThe Cabinet noted the £2.1m "
+                       "overspend on placements and the café lease – both were agreed.\n"
+                       .encode("cp1252"))
+
+    result, report = ingest_json(env, tmp_path / "in")
+    assert result.exit_code == 1
+    errors = {f["path"].rsplit("/", 1)[-1]: f["error"] for f in report["failed"]}
+    assert set(errors) == {"empty.txt", "binary.txt", "truncated.pdf", "nominutes.html", "huge.txt"}
+    assert errors["empty.txt"] == "empty file"
+    assert "binary" in errors["binary.txt"]
+    assert "PDF" in errors["truncated.pdf"]
+    assert "no" in errors["nominutes.html"]
+    assert "too large" in errors["huge.txt"]
+    # One line per bad file on stderr, naming it.
+    for name in errors:
+        assert sum(name in line for line in result.stderr.splitlines()) == 1
+    db = store.connect(env["MINUTES_DB"])
+    titles = sorted(i["title"] for i in store.items(db))
+    assert titles == ["Budget", "School Transport"]
+    windows = next(i for i in store.items(db) if i["title"] == "Budget")
+    assert "£2.1m" in windows["text"] and "café lease – both" in windows["text"]
+
+
+def test_a_changed_document_replaces_its_items_and_keeps_old_predictions(tmp_path):
+    path = tmp_path / "item.txt"
+    path.write_text("Agenda item\n\nWorkforce\n\nMinutes:\n\nMembers heard that caseloads were 25 per worker in the assessment teams.\n")
+    db = store.connect(tmp_path / "c.db")
+    first = ingest_paths(db, [path])
+    old_id = first.item_ids[0]
+    store.save_predictions(db, [{"item_id": old_id, "labels": ["workforce_concern"],
+                                 "scores": {}, "evidence": {}}], "v1")
+    path.write_text("Agenda item\n\nWorkforce\n\nMinutes:\n\nMembers heard that caseloads were 19 per worker in the assessment teams.\n")
+    second = ingest_paths(db, [path])
+    assert second.documents_replaced == 1 and second.items_new == 1
+    current = store.items(db)
+    assert [i["id"] for i in current] == second.item_ids
+    assert "19 per worker" in current[0]["text"]
+    old = store.item(db, old_id)
+    assert old is not None and old["is_current"] is False
+    assert store.latest_predictions(db, [old_id])[old_id]["labels"] == ["workforce_concern"]
+    assert ingest_paths(db, [path]).unchanged == 1
+
+
+def test_store_migrates_older_schema_and_refuses_newer(tmp_path):
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    store.MIGRATIONS[0](db)
+    db.execute("PRAGMA user_version=1")
+    db.close()
+    migrated = store.connect(path)
+    assert migrated.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION
+    assert migrated.execute("SELECT COUNT(*) FROM fetched").fetchone()[0] == 0
+    migrated.execute(f"PRAGMA user_version={store.SCHEMA_VERSION + 1}")
+    migrated.close()
+    try:
+        store.connect(path)
+    except store.StoreError as exc:
+        assert "newer than this program" in str(exc)
+    else:
+        raise AssertionError("a newer store was opened")
+
+
+def test_items_json_lists_the_promised_fields(env):
+    ingest_json(env, SAMPLES / "eastfield-early-help.txt")
+    result = runner.invoke(app, ["items", "--json"], env=env)
+    listing = json.loads(result.stdout)
+    assert len(listing) == 1
+    assert {"id", "title", "council", "committee", "date", "source", "labels"} <= set(listing[0])
+    assert listing[0]["labels"] is None
+    shown = runner.invoke(app, ["show", str(listing[0]["id"])], env=env)
+    assert shown.exit_code == 0 and "Early Help and Early Intervention Strategy" in shown.stdout
