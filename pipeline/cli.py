@@ -4,7 +4,6 @@ the stage's library function. Nothing else lives here."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -25,7 +24,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True, highlight=False)
+console = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
 
 DbOption = Annotated[Optional[Path], typer.Option("--db", help="Store file (default data/minutes.db, or MINUTES_DB).")]
@@ -177,6 +176,52 @@ def show(
                 out.print(f"evidence[{label}]: {s}", markup=False)
     out.print("")
     out.print(item["text"], markup=False)
+
+
+# ---------------------------------------------------------------- fetching
+fetch_app = typer.Typer(help="Fetch new minutes from council websites.", no_args_is_help=True)
+app.add_typer(fetch_app, name="fetch")
+
+
+@fetch_app.command("moderngov")
+def fetch_moderngov_command(
+    base_url: Annotated[str, typer.Argument(help="The site's ModernGov address, e.g. https://democracy.example.gov.uk/")],
+    committee: Annotated[Optional[list[str]], typer.Option("--committee", help="Committee name (or part) or id to follow (repeatable; default all).")] = None,
+    since: Annotated[Optional[str], typer.Option(help="Only meetings on or after YYYY-MM-DD.")] = None,
+    council: Annotated[Optional[str], typer.Option(help="Council name to record on the items.")] = None,
+    delay: Annotated[Optional[float], typer.Option(help="Seconds between requests (default 1).")] = None,
+    db: DbOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+):
+    """Fetch new meetings' agenda items and minutes from a ModernGov site and ingest them.
+    Incremental: meetings already complete are not asked for again. Polite: robots.txt, a delay
+    between requests, retries with backoff, a timeout and a size cap.
+
+    Example: minutes fetch moderngov https://democracy.example.gov.uk/ --committee Cabinet --since 2025-01-01
+    """
+    from pipeline.config import Source
+    from pipeline.fetch import FetchError, fetch_moderngov, since_date
+
+    settings = settings_from(config, db=db, request_delay_s=delay)
+    database = open_store(settings)
+    try:
+        start = since_date(since)
+    except FetchError as exc:
+        console.print(f"error: {exc}")
+        raise typer.Exit(2) from None
+    source = Source(kind="moderngov", url=base_url, council=council, committees=list(committee or []))
+    with progress_bar() as bar:
+        task = bar.add_task("fetching meetings", total=None)
+        report = fetch_moderngov(database, settings, source, start, on_error=error_line,
+                                 on_progress=lambda _: bar.advance(task))
+    if as_json:
+        out.print(json.dumps(report.as_json()))
+    else:
+        console.print(f"fetched {report.documents_new} new and {report.documents_replaced} changed documents "
+                      f"({report.items_new} items) from {base_url}; {report.unchanged} unchanged, "
+                      f"{len(report.failed)} failed")
+    raise typer.Exit(1 if report.failed else 0)
 
 
 # ---------------------------------------------------------------- models: train, classify, predict

@@ -53,6 +53,10 @@ class Settings:
     evidence_per_label: int = 3
     briefing_max_words: int = 60
     promote_margin: float = 0.0
+    # Items per committed batch in classify/summarise: a kill loses at most one batch of work.
+    store_batch: int = 256
+    # Seconds to wait after each committed batch. Only for tests that kill a run mid-stage.
+    pause_between_batches_s: float = 0.0
     # ModernGov fetching
     user_agent: str = "minutes-pipeline/0.1 (+https://github.com/minutes-pipeline; council minutes reader)"
     request_delay_s: float = 1.0

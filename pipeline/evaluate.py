@@ -104,12 +104,17 @@ def unsupported_facts(briefing: str, source: str) -> list[str]:
     for match in _NAME.finditer(briefing):
         name = match.group().strip()
         words = name.split()
-        # A capitalised sentence opener is not a name; multi-word or acronym names are checked.
-        if len(words) == 1 and not name.isupper():
+        # A capitalised word that opens a sentence is not a name on that account alone.
+        opens_sentence = not briefing[:match.start()].strip() or briefing[:match.start()].rstrip()[-1] in ".!?:;"
+        if len(words) == 1 and opens_sentence and not name.isupper():
             continue
+        if opens_sentence and len(words) > 1 and words[0] in {"The", "A", "An", "This", "That", "It", "In", "On"}:
+            name = " ".join(words[1:])
         if name.replace("’", "'").lower() not in norm_source:
             missing.append(name)
-    return missing
+    unique = list(dict.fromkeys(missing))
+    # "March" and "2024" are reported once, inside "March 2024".
+    return [m for m in unique if not any(m != other and m in other for other in unique)]
 
 
 def rouge_scores(predictions: list[str], references: list[str]) -> dict:
@@ -140,7 +145,8 @@ def briefing_metrics(briefings: list[str], rows: list[dict]) -> dict:
 
 
 def first_words_baseline(row: dict, n: int = 60) -> str:
-    text = row["text"]
+    """The first 60 words after "Minutes:" in the item as published."""
+    text = row.get("raw_text") or row["text"]
     if "Minutes:" in text:
         text = text.split("Minutes:", 1)[1]
     return " ".join(text.split()[:n])
@@ -148,33 +154,34 @@ def first_words_baseline(row: dict, n: int = 60) -> str:
 
 def lexrank_baseline(row: dict, n_words: int = 60) -> str:
     """LexRank (sumy) over the item's passages, as many top sentences as fit in 60 words."""
+    from sumy.models.dom import ObjectDocumentModel, Paragraph, Sentence
     from sumy.nlp.stemmers import Stemmer
-    from sumy.parsers.plaintext import PlaintextParser
     from sumy.summarizers.lex_rank import LexRankSummarizer
 
     from pipeline.passages import item_passages
 
     passages = item_passages(row["text"], row.get("title"))
 
-    class PassageTokenizer:
-        # sumy's own English tokenizer needs NLTK data downloads; our splitter needs none.
+    class WordTokenizer:
+        # sumy's own English tokenizer needs NLTK data downloads; our passages need none.
         language = "english"
-
-        def to_sentences(self, text):
-            return passages
 
         def to_words(self, sentence):
             return re.findall(r"[A-Za-z0-9£']+", sentence)
 
-    parser = PlaintextParser.from_string(row["text"], PassageTokenizer())
+    tokenizer = WordTokenizer()
+    document = ObjectDocumentModel([Paragraph([Sentence(p, tokenizer) for p in passages])])
     summariser = LexRankSummarizer(Stemmer("english"))
-    # sumy returns the top k sentences in document order: grow k while the summary fits.
-    best: list[str] = []
-    for k in range(1, len(passages) + 1):
-        chosen = [str(s) for s in summariser(parser.document, k)]
-        if len(" ".join(chosen).split()) > n_words:
-            break
-        best = chosen
+    # sumy returns the top k sentences in document order; the summary's length grows with k, so
+    # a binary search finds the largest k that fits (each call is quadratic in the sentences).
+    low, high, best = 1, len(passages), []
+    while low <= high:
+        k = (low + high) // 2
+        chosen = [str(s) for s in summariser(document, k)]
+        if len(" ".join(chosen).split()) <= n_words:
+            best, low = chosen, k + 1
+        else:
+            high = k - 1
     return " ".join(best)
 
 

@@ -103,6 +103,14 @@ def resolve(models_dir: Path, kind: str, explicit: Path | None) -> Path:
     return folder
 
 
+def quiet_transformers() -> None:
+    """Loading reports and weight-loading bars are for library developers, not our users."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 @dataclass
 class LoadedModel:
     folder: Path
@@ -120,6 +128,7 @@ def load(folder: Path, device: str = "cpu", quantize: bool = False, threads: int
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    quiet_transformers()
     folder = Path(folder)
     card = read_card(folder)
     if not (folder / "model.safetensors").is_file():

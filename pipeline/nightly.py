@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,6 @@ from pipeline import modelfolder, store
 from pipeline.config import Settings
 
 EXIT_OK, EXIT_FAILED_INPUTS, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 75
-STORE_BATCH = 256  # items per committed batch: a kill loses at most this much work
 
 
 class Locked(Exception):
@@ -77,7 +77,7 @@ def classify_pending(db, settings: Settings, run_id: int | None = None,
     version = loaded.version + ("+int8" if settings.quantize else "")
     pending = store.items(db) if reclassify_all else store.items_without_predictions(db, version)
     done = 0
-    for batch in _chunks(pending, STORE_BATCH):
+    for batch in _chunks(pending, settings.store_batch):
         predictions = classify_records(
             loaded, batch, settings.batch_size, loaded.card.get("max_tokens", settings.max_passage_tokens),
             settings.device, settings.evidence_per_label,
@@ -87,6 +87,7 @@ def classify_pending(db, settings: Settings, run_id: int | None = None,
             store.delete_predictions(db, [r["item_id"] for r in rows], version)
         store.save_predictions(db, rows, version, run_id)
         done += len(batch)
+        time.sleep(settings.pause_between_batches_s)
         if on_items:
             on_items(done, len(pending))
     return done, version
@@ -102,13 +103,14 @@ def summarise_pending(db, settings: Settings, classifier_version: str, run_id: i
         loaded = modelfolder.load(folder, settings.device, settings.quantize, settings.threads)
     pending = store.flagged_items_without_summary(db, classifier_version, loaded.version)
     done = 0
-    for batch in _chunks(pending, STORE_BATCH):
+    for batch in _chunks(pending, settings.store_batch):
         summaries = summarise_records(
             loaded, batch, settings.batch_size, loaded.card.get("max_tokens", settings.max_passage_tokens),
             settings.device, settings.briefing_max_words,
         )
         store.save_summaries(db, [{**s, "item_id": s["id"]} for s in summaries], loaded.version, run_id)
         done += len(batch)
+        time.sleep(settings.pause_between_batches_s)
         if on_items:
             on_items(done, len(pending))
     return done

@@ -26,7 +26,7 @@ def _script(db: sqlite3.Connection, sql: str) -> None:
 
 # Migrations are append-only: never edit one that has shipped, add the next.
 def _m1_initial(db: sqlite3.Connection) -> None:
-    _script(db, 
+    _script(db,
         """
         CREATE TABLE documents (
             id INTEGER PRIMARY KEY,
@@ -83,7 +83,7 @@ def _m1_initial(db: sqlite3.Connection) -> None:
 
 
 def _m2_fetch_state(db: sqlite3.Connection) -> None:
-    _script(db, 
+    _script(db,
         """
         CREATE TABLE fetched (
             url TEXT PRIMARY KEY, base_url TEXT NOT NULL,

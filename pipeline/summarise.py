@@ -19,7 +19,7 @@ from pipeline.passages import item_passages, normalise_for_match
 _LEAD_INS = re.compile(
     r"^(?:(?:it was|members were|the (?:committee|cabinet|board|panel) (?:was|were)) "
     r"(?:noted|informed|reported|advised|explained|highlighted|confirmed|stated|told) that |"
-    r"(?:the )?(?:[A-Z][\w’'-]+ ){0,5}(?:reported|explained|advised|confirmed|stated|noted|"
+    r"(?:the )?(?:[A-Z][\w’'&-]+ ){0,5}(?:reported|explained|advised|confirmed|stated|noted|"
     r"highlighted|added|commented|said) that |in response to (?:a )?questions?(?: from [^,]+)?, "
     r"(?:[\w’'-]+ ){1,6}(?:confirmed|explained|advised|stated|said) that |"
     r"the report (?:highlighted|noted|stated|explained) that |during the discussion,? )",
@@ -37,9 +37,13 @@ _BOILERPLATE = re.compile(
 )
 
 
+_LONG_PARENTHESIS = re.compile(r"\s*\((?:[^()\d]*?\s){3,}[^()\d]*?\)")
+
+
 def compress(sentence: str) -> str:
-    """Trim a lead-in and references to appendices; never add a word."""
+    """Trim a lead-in, references to appendices and long asides in brackets; never add a word."""
     out = _PARENTHETICAL_REFS.sub("", sentence).strip()
+    out = _LONG_PARENTHESIS.sub("", out)
     trimmed = _LEAD_INS.sub("", out, count=1)
     if trimmed != out and len(trimmed.split()) >= 4:
         out = trimmed[0].upper() + trimmed[1:]
@@ -117,7 +121,8 @@ def summarise_record(record: dict, passage_scores: np.ndarray, passages: list[st
         s + (0.35 if p in evidence else 0.0) for p, s in zip(passages, passage_scores)
     ])
     chosen = select(passages, lifted, record.get("resolutions"), max_words, evidence)
-    briefing = " ".join(chosen).strip()
+    # Joined passages each end a sentence: a purpose line or bullet often has no full stop.
+    briefing = " ".join(c if c.endswith((".", "!", "?", "…", ";", ":")) else c + "." for c in chosen).strip()
     is_fallback = False
     if not briefing or unsupported_facts(briefing, record["text"]) or len(briefing.split()) > max_words:
         is_fallback = True

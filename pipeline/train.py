@@ -79,7 +79,7 @@ def prepare(row: dict) -> dict:
         title, text = parts[0]["title"], parts[0]["text"]
     else:
         title, text = row.get("title"), "\n\n".join(p["text"] for p in parts)
-    return {**row, "title": title or row.get("title"), "text": text,
+    return {**row, "title": title or row.get("title"), "text": text, "raw_text": row["text"],
             "is_procedural": len(parts) == 1 and parts[0]["is_procedural"]}
 
 
@@ -131,9 +131,13 @@ def fine_tune(base: Path, texts: list[str], targets: np.ndarray, args: TrainingA
               id2label: dict[int, str], on_step: Callable[[int, int, float], None] | None = None):
     """Fine-tune `base` on (text, target vector) pairs with BCE; returns (model, tokenizer)."""
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    from transformers import get_linear_schedule_with_warmup
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        get_linear_schedule_with_warmup,
+    )
 
+    modelfolder.quiet_transformers()
     torch.set_num_threads(args.threads)
     set_seed(args.seed)
     tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True)
@@ -141,6 +145,9 @@ def fine_tune(base: Path, texts: list[str], targets: np.ndarray, args: TrainingA
         base, num_labels=len(id2label), problem_type="multi_label_classification",
         id2label=id2label, label2id={v: k for k, v in id2label.items()},
         local_files_only=True, use_safetensors=True,
+        # A base that already has a head of another size (say, a classifier used as the base
+        # of the summariser) gets a new head: the head is always trained from scratch here.
+        ignore_mismatched_sizes=True,
     )
     model.train()
     encoded = tokenizer(texts, truncation=True, max_length=args.max_tokens)

@@ -148,6 +148,18 @@ NEUTRAL = [
     "The meeting closed at {time}.",
     "The Committee agreed its work programme for the municipal year.",
     "The Director of Public Health presented the annual report on child health.",
+    "Councillor {surname} (Lead Member, Children and Families) introduced the report, which informed the Executive of the work of the service during the year.",
+    "The Cabinet Member for Children's Services introduced the report and answered questions from members.",
+    "{name}, Assistant Director, presented the report and highlighted the key points.",
+    "The report informed the Committee of the activity of the service between April {year} and March {year}.",
+    "The Chief Executive introduced the item and explained the background to the report.",
+    "Members were informed of the work undertaken with partner agencies over the last twelve months.",
+    "The Executive Director of People presented the report on behalf of the Corporate Director.",
+    "A copy of the presentation slides was circulated at the meeting.",
+    "The Leader thanked the Cabinet Member for the update.",
+    "The report set out the statutory responsibilities of the Council and the arrangements in place to meet them.",
+    "The Corporate Director explained that the Council had written to the Secretary of State about school funding.",
+    "Members noted that the Minister had visited a family hub in the borough in {month}.",
 ]
 
 NEAR_MISS = [
@@ -201,6 +213,10 @@ NEAR_MISS = [
     "Officers advised that Ofsted would be likely to look at this area at the next inspection.",
     "The Director said that the service wanted to be judged good at its next inspection.",
     "The new inspection framework would place more emphasis on the experiences of children.",
+    "A member asked whether Ofsted would criticise the Council for the delays at a future inspection.",
+    "The Service Director said the position was likely to be noted by Ofsted but would not in itself lead to a poor judgement.",
+    "Officers were asked how the Council would evidence its progress to inspectors when they next visited.",
+    "The Lead Member hoped that the service would be ready for inspection by the spring.",
     # staff thanked, structures listed, training with no concern, other services' staff
     "Members thanked the social workers and staff for their hard work and dedication during the year.",
     "The Chair paid tribute to the staff of the children's centres.",
@@ -219,6 +235,10 @@ NEAR_MISS = [
     "Clarification was sought on how the Children's Trust would connect with health partners.",
     # DfE named without intervention
     "The Department for Education had announced additional funding for holiday activities.",
+    "The SEND Improvement Board would oversee the delivery of the improvement plan and report to the DfE on progress.",
+    "The Council was required to report its high needs spending to the Department for Education each year.",
+    "The DfE's Delivering Better Value programme was helping the Council to reduce its high needs deficit.",
+    "An improvement board with partners had been set up to drive the improvement plan.",
     "The DfE grant for the Supporting Families programme had been confirmed for {year}/{yy}.",
     "The Department for Education had published new guidance on school attendance.",
     "The Council had submitted its return to the Department for Education on time.",

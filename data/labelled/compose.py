@@ -174,7 +174,7 @@ def briefing(committee, title, body, resolution) -> str:
     return " ".join(out)
 
 
-def main(n: int = 900, seed: int = 7) -> None:
+def main(n: int = 1100, seed: int = 7) -> None:
     rng = random.Random(seed)
     path = Path(__file__).parent / "composed.jsonl"
     with path.open("w", encoding="utf-8") as handle:

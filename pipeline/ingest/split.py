@@ -224,7 +224,7 @@ def split_document(text: str, page_title: str | None = None) -> dict:
             meta["council"] = match.group(1).strip()
             break
 
-    for i, line in head:
+    for _, line in head:
         match = _MEETING_HEADER.match(line)
         if match and len(line) < 200:
             meta["committee"] = match.group("committee").strip()
@@ -274,7 +274,7 @@ def split_document(text: str, page_title: str | None = None) -> dict:
     headings = _find_headings(lines)
     if headings:
         items = []
-        for k, (i, body_start, number, raw_title) in enumerate(headings):
+        for k, (_, body_start, number, raw_title) in enumerate(headings):
             end = headings[k + 1][0] if k + 1 < len(headings) else len(lines)
             title, _ = clean_title(raw_title)
             items.append(parse_item(title, lines[body_start:end], number))

@@ -1,0 +1,263 @@
+"""`make bench`: throughput and memory of classify, summarise and the nightly run, each beside the
+naive way a user would write it, measured side by side in one run.
+
+    python -m pipeline.bench [--n 200] [--device cpu|cuda] [--fp32]
+
+Prints a table and a final line `speedup_classify=X.XX speedup_summarise=Y.YY`, and writes the
+figures to benchmarks/results/<date>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import threading
+import time
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+from pipeline import modelfolder, store
+from pipeline.config import LABELS, REPO_ROOT, Source, load_settings
+from pipeline.passages import item_passages
+
+CORPUS = REPO_ROOT.parent / "shared" / "corpus"
+
+
+class PeakMemory:
+    """Peak resident memory of this process while the block runs (sampled every 20 ms)."""
+
+    def __enter__(self):
+        self.process = psutil.Process()
+        self.peak = self.process.memory_info().rss
+        self.running = True
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        self.started = time.perf_counter()
+        return self
+
+    def _sample(self):
+        while self.running:
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            time.sleep(0.02)
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.started
+        self.running = False
+        self.thread.join()
+        self.peak_mb = round(self.peak / 1048576, 1)
+
+
+def source_records() -> list[dict]:
+    """Items of the bundled samples and, when present, the dev minutes, via the real ingest."""
+    from pipeline.ingest import ingest_paths
+
+    with tempfile.TemporaryDirectory() as tmp:
+        db = store.connect(Path(tmp) / "bench.db")
+        paths = [REPO_ROOT / "data" / "samples"] + ([CORPUS / "dev"] if (CORPUS / "dev").is_dir() else [])
+        ingest_paths(db, paths)
+        return [{k: i[k] for k in ("id", "title", "text", "is_procedural", "resolutions")} for i in store.items(db)]
+
+
+def cycle(records: list[dict], n: int) -> list[dict]:
+    return [{**records[k % len(records)], "id": k} for k in range(n)]
+
+
+def naive_classify(folder: Path, records: list[dict], thresholds: dict, device: str) -> list[dict]:
+    """What a user would write: transformers.pipeline, default settings, one call per passage,
+    every passage of every item."""
+    from transformers import pipeline as hf_pipeline
+
+    classifier = hf_pipeline("text-classification", model=str(folder), tokenizer=str(folder),
+                             top_k=None, function_to_apply="sigmoid", device=device)
+    out = []
+    for record in records:
+        passages = item_passages(record["text"], record.get("title"))
+        scores = np.zeros((len(passages), len(LABELS)))
+        for i, passage in enumerate(passages):
+            for result in classifier(passage):
+                scores[i, LABELS.index(result["label"])] = result["score"]
+        best = scores.max(axis=0) if len(passages) else np.zeros(len(LABELS))
+        out.append({"id": record["id"], "labels": [l for j, l in enumerate(LABELS) if best[j] >= thresholds[l]],
+                    "scores": {l: float(best[j]) for j, l in enumerate(LABELS)}})
+    return out
+
+
+def matmul_gflops(device: str) -> float:
+    import torch
+
+    a = torch.randn(2048, 2048, device=device)
+    b = torch.randn(2048, 2048, device=device)
+    for _ in range(2):
+        a @ b
+    repeats = 10 if device == "cpu" else 200
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return 2 * 2048 ** 3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def flops_per_token(model) -> float:
+    """2 x the weights a token passes through (embeddings excluded, attention scores ignored)."""
+    params = sum(p.numel() for name, p in model.named_parameters() if "embeddings" not in name)
+    return 2.0 * params
+
+
+def run(n: int, device: str, use_int8: bool, out_dir: Path) -> dict:
+    import torch
+
+    from pipeline.classify import classify_records, count_passages
+    from pipeline.nightly import run_nightly
+    from pipeline.summarise import summarise_records
+
+    torch.set_num_threads(2 if device == "cpu" else torch.get_num_threads())
+    settings = load_settings()
+    folder = modelfolder.resolve(settings.models_dir, "classifier", settings.model)
+    s_folder = modelfolder.resolve(settings.models_dir, "summariser", settings.summariser_model)
+    base_records = source_records()
+    records = cycle(base_records, n)
+    passages = count_passages(records)
+    results: dict = {"n": n, "device": device, "int8": use_int8, "passages": passages,
+                     "machine": f"{platform.machine()} {psutil.cpu_count()} cpus", "model": folder.name}
+
+    started = time.perf_counter()
+    loaded = modelfolder.load(folder, device, quantize=use_int8 and device == "cpu")
+    results["model_load_s"] = round(time.perf_counter() - started, 3)
+    fp32 = modelfolder.load(folder, device) if use_int8 else loaded
+
+    with PeakMemory() as naive_mem:
+        naive = naive_classify(folder, records, loaded.card["thresholds"], device)
+    with PeakMemory() as ours_mem:
+        ours = classify_records(loaded, records, device=device)
+    with PeakMemory() as fp32_mem:
+        ours_fp32 = classify_records(fp32, records, device=device)
+    results["classify"] = {
+        "naive_items_s": round(n / naive_mem.seconds, 2), "ours_items_s": round(n / ours_mem.seconds, 2),
+        "ours_fp32_items_s": round(n / fp32_mem.seconds, 2),
+        "naive_peak_mb": naive_mem.peak_mb, "ours_peak_mb": ours_mem.peak_mb,
+        "speedup": round(naive_mem.seconds / ours_mem.seconds, 2),
+        "speedup_fp32": round(naive_mem.seconds / fp32_mem.seconds, 2),
+    }
+    # Same predictions as the naive path: procedural items are skipped by ours (no label by the
+    # guide), so compare on the items both scored.
+    scored = [k for k, r in enumerate(records) if not r["is_procedural"]]
+    results["classify"]["labels_equal_fp32"] = all(ours_fp32[k]["labels"] == naive[k]["labels"] for k in scored)
+    results["classify"]["max_score_diff_fp32"] = float(max(
+        abs(ours_fp32[k]["scores"][l] - naive[k]["scores"][l]) for k in scored for l in LABELS))
+    results["classify"]["labels_equal_int8"] = all(ours[k]["labels"] == naive[k]["labels"] for k in scored)
+    results["classify"]["max_score_diff_int8"] = float(max(
+        abs(ours[k]["scores"][l] - naive[k]["scores"][l]) for k in scored for l in LABELS))
+    tokens = sum(len(ids) for ids in loaded.tokenizer(
+        [p for r in records if not r["is_procedural"] for p in item_passages(r["text"], r.get("title"))],
+        truncation=True, max_length=128)["input_ids"])
+    gflops = matmul_gflops(device)
+    tokens_s = tokens / ours_mem.seconds
+    results["classify"].update({
+        "tokens_s": round(tokens_s, 1), "matmul_gflops": round(gflops, 1),
+        "share_of_matmul": round(tokens_s * flops_per_token(fp32.model) / 1e9 / gflops, 3),
+    })
+
+    # Linear cost: the same path at 4N.
+    big = cycle(base_records, 4 * n)
+    start = time.perf_counter()
+    classify_records(loaded, big, device=device)
+    results["classify"]["ours_items_s_4n"] = round(4 * n / (time.perf_counter() - start), 2)
+
+    summariser = modelfolder.load(s_folder, device, quantize=use_int8 and device == "cpu")
+    flagged = [{**r, "evidence": p["evidence"]} for r, p in zip(records, ours) if p["labels"]]
+    with PeakMemory() as naive_s:
+        naive_briefs = [summarise_records(summariser, [r], batch_size=1, device=device)[0] for r in flagged]
+    with PeakMemory() as ours_s:
+        ours_briefs = summarise_records(summariser, flagged, device=device)
+    results["summarise"] = {
+        "items": len(flagged), "naive_items_s": round(len(flagged) / naive_s.seconds, 2),
+        "ours_items_s": round(len(flagged) / ours_s.seconds, 2),
+        "speedup": round(naive_s.seconds / ours_s.seconds, 2),
+        "naive_peak_mb": naive_s.peak_mb, "ours_peak_mb": ours_s.peak_mb,
+        "same_briefings": sum(a["briefing"] == b["briefing"] for a, b in zip(naive_briefs, ours_briefs)),
+    }
+
+    # End to end: `minutes nightly` over a fresh store holding N new items.
+    with tempfile.TemporaryDirectory() as tmp:
+        inbox = Path(tmp) / "inbox"
+        inbox.mkdir()
+        for record in records:
+            body = f"Agenda item\n\n{record['title'] or 'Item'}\n\nItem {record['id']}.\n\n{record['text']}\n"
+            (inbox / f"item-{record['id']:06d}.txt").write_text(body, encoding="utf-8")
+        nightly_settings = replace(settings, db=Path(tmp) / "nightly.db", out_dir=Path(tmp) / "out",
+                                   sources=[Source(kind="path", path=str(inbox))], device=device,
+                                   quantize=use_int8 and device == "cpu")
+        with PeakMemory() as night:
+            result = run_nightly(nightly_settings)
+        results["nightly"] = {"items": result.items_new, "seconds": round(night.seconds, 1),
+                              "items_s": round(result.items_new / night.seconds, 2),
+                              "peak_mb": night.peak_mb, "classified": result.items_classified,
+                              "summarised": result.items_summarised}
+
+    if (CORPUS / "dev.gold.jsonl").is_file():
+        from pipeline.evaluate import classifier_metrics
+        from pipeline.train import prepare, read_labelled
+
+        gold = [prepare(r) for r in read_labelled([CORPUS / "dev.gold.jsonl"])]
+        results["dev_macro_f1_fp32"] = classifier_metrics(fp32, gold)[0]["macro_f1"]
+        results["dev_macro_f1_int8"] = classifier_metrics(loaded, gold)[0]["macro_f1"] if use_int8 else None
+    return results
+
+
+def print_table(r: dict) -> None:
+    c, s, e = r["classify"], r["summarise"], r["nightly"]
+    rows = [
+        ("classify items/s (N)", f"{c['naive_items_s']}", f"{c['ours_items_s']}", f"{c['speedup']}x"),
+        ("classify items/s fp32 (N)", f"{c['naive_items_s']}", f"{c['ours_fp32_items_s']}", f"{c['speedup_fp32']}x"),
+        (f"classify items/s (4N={4 * r['n']})", "", f"{c['ours_items_s_4n']}",
+         f"{c['ours_items_s_4n'] / c['ours_items_s']:.2f} of N"),
+        ("classify peak MB", f"{c['naive_peak_mb']}", f"{c['ours_peak_mb']}", ""),
+        (f"summarise items/s ({s['items']} flagged)", f"{s['naive_items_s']}", f"{s['ours_items_s']}", f"{s['speedup']}x"),
+        ("summarise peak MB", f"{s['naive_peak_mb']}", f"{s['ours_peak_mb']}", ""),
+        (f"nightly items/s ({e['items']} items)", "", f"{e['items_s']}", f"{e['seconds']} s"),
+        ("nightly peak MB", "", f"{e['peak_mb']}", ""),
+    ]
+    print(f"\nbenchmark: N={r['n']} items ({r['passages']} passages), device {r['device']}, "
+          f"int8 {r['int8']}, model load {r['model_load_s']} s")
+    print(f"{'measure':38} {'naive':>10} {'ours':>10} {'ratio':>14}")
+    for row in rows:
+        print(f"{row[0]:38} {row[1]:>10} {row[2]:>10} {row[3]:>14}")
+    print(f"labels equal to naive: fp32 {c['labels_equal_fp32']} (max score diff {c['max_score_diff_fp32']:.2e}), "
+          f"int8 {c['labels_equal_int8']} (max score diff {c['max_score_diff_int8']:.2e})")
+    print(f"ours: {c['tokens_s']} tokens/s = {100 * c['share_of_matmul']:.0f}% of the {c['matmul_gflops']} "
+          f"GFLOP/s a 2048x2048 fp32 matmul reaches here")
+    if r.get("dev_macro_f1_fp32") is not None:
+        print(f"dev macro-F1: fp32 {r['dev_macro_f1_fp32']}, int8 {r['dev_macro_f1_int8']}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=200, help="items in the benchmark corpus (default 200)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--fp32", action="store_true", help="measure our path without int8 quantisation")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    results = run(args.n, args.device, not args.fp32 and args.device == "cpu", args.out)
+    results["when"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    print_table(results)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"{datetime.now(timezone.utc):%Y-%m-%d}-{args.device}-n{args.n}.json"
+    path.write_text(json.dumps(results, indent=2), encoding="utf-8")
+    print(f"figures written to {path}")
+    print(f"speedup_classify={results['classify']['speedup']:.2f} "
+          f"speedup_summarise={results['summarise']['speedup']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

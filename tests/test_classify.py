@@ -1,0 +1,150 @@
+"""Classifier: train -> save -> load -> classify -> predict with a tiny model; one test with the
+real packaged encoder; passages and evidence are verbatim spans of the item."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from pipeline import modelfolder, store
+from pipeline.classify import aggregate, classify_records
+from pipeline.cli import app
+from pipeline.config import LABELS
+from pipeline.passages import item_passages
+from pipeline.train import TrainingArguments, passage_targets, prepare, train_classifier
+
+from .conftest import SAMPLES, composed_rows
+
+runner = CliRunner()
+
+
+def test_passages_are_verbatim_sentences_and_bullets():
+    text = ("Workforce\n\nCllr. Khan asked about caseloads. The Director said they were 24 per worker, "
+            "e.g. in the assessment teams.\n\n• Agency staff made up 31 per cent of posts.\n\nOK.")
+    passages = item_passages(text, "Workforce")
+    assert passages[0] == "Workforce"
+    assert "Cllr. Khan asked about caseloads." in passages
+    assert "The Director said they were 24 per worker, e.g. in the assessment teams." in passages
+    assert "Agency staff made up 31 per cent of posts. OK." in passages
+    assert all(p in text.replace("• ", "") or p.split(" OK.")[0] in text for p in passages)
+
+
+def test_passage_targets_follow_the_evidence():
+    row = prepare({"id": "x", "text": "Agenda item\n\nStaffing\n\nMinutes:\n\nThe meeting opened. "
+                   "Caseloads had risen to 27 per social worker.",
+                   "labels": ["workforce_concern"],
+                   "evidence": {"workforce_concern": ["Caseloads had risen to 27 per social worker."]}})
+    targets = dict(passage_targets(row))
+    assert targets["Caseloads had risen to 27 per social worker."] == [0.0, 0.0, 1.0]
+    assert targets["The meeting opened."] == [0.0, 0.0, 0.0]
+    assert "Staffing" not in targets  # titles are not trained on unless quoted as evidence
+
+
+def test_aggregate_takes_the_best_passage_and_keeps_evidence_above_threshold():
+    passages = ["Title", "A sentence about caseloads.", "Ofsted judged services good.", "Nothing."]
+    scores = np.array([[0.1, 0.6, 0.2], [0.0, 0.1, 0.9], [0.2, 0.95, 0.1], [0.0, 0.0, 0.0]])
+    result = aggregate(passages, scores, {label: 0.5 for label in LABELS})
+    assert result["labels"] == ["inspection_outcome", "workforce_concern"]
+    assert result["evidence"]["inspection_outcome"] == ["Ofsted judged services good."]
+    assert result["evidence"]["workforce_concern"] == ["A sentence about caseloads."]
+    assert result["scores"]["intervention_notice"] == pytest.approx(0.2)
+
+
+def test_tiny_model_round_trip(tiny_models):
+    folder = modelfolder.promoted_folder(tiny_models, "classifier")
+    card = modelfolder.read_card(folder)
+    assert (folder / "model.safetensors").is_file() and not list(folder.glob("*.bin"))
+    assert set(card["thresholds"]) == set(LABELS)
+    assert card["data_hash"] and card["arguments"]["epochs"] == 2 and card["labels"] == list(LABELS)
+    assert "README.md" in {p.name for p in folder.iterdir()}
+    loaded = modelfolder.load(folder)
+    records = [prepare(r) for r in composed_rows(6, offset=900)]
+    predictions = classify_records(loaded, records)
+    assert [p["id"] for p in predictions] == [r["id"] for r in records]
+    for record, prediction in zip(records, predictions):
+        assert set(prediction["scores"]) == set(LABELS)
+        assert all(0.0 <= s <= 1.0 for s in prediction["scores"].values())
+        assert set(prediction["evidence"]) == set(prediction["labels"])
+        for sentences in prediction["evidence"].values():
+            assert sentences and all(s in record["text"] for s in sentences)
+    # Same input, same output: batching and padding do not change the scores.
+    alone = classify_records(loaded, records[:1], batch_size=1)[0]
+    assert alone["scores"] == pytest.approx(predictions[0]["scores"], abs=1e-4)
+
+
+def test_training_is_reproducible(tiny_base, tmp_path):
+    rows = composed_rows(40)
+    args = TrainingArguments(epochs=1, batch_size=16, learning_rate=3e-4, validation_share=0.2)
+    a = modelfolder.read_card(train_classifier(rows, tmp_path / "a", tiny_base, args))
+    b = modelfolder.read_card(train_classifier(rows, tmp_path / "b", tiny_base, args))
+    assert a["data_hash"] == b["data_hash"]
+    assert a["metrics"] == b["metrics"] and a["thresholds"] == b["thresholds"]
+
+
+def test_classify_command_labels_stored_items_once(model_env):
+    assert runner.invoke(app, ["ingest", str(SAMPLES)], env=model_env).exit_code == 0
+    result = runner.invoke(app, ["classify"], env=model_env)
+    assert result.exit_code == 0, result.output
+    db = store.connect(model_env["MINUTES_DB"])
+    version = modelfolder.read_card(modelfolder.promoted_folder(model_env["MINUTES_MODELS_DIR"], "classifier"))["version"]
+    assert store.count_predictions(db, version) == store.count_items(db) == 28
+    procedural = [i for i in store.items(db) if i["is_procedural"]]
+    assert procedural and all(store.latest_predictions(db, [i["id"]])[i["id"]]["labels"] == [] for i in procedural)
+    again = runner.invoke(app, ["classify"], env=model_env)
+    assert "classified 0 items" in again.stderr
+    assert store.count_predictions(db, version) == 28
+    listing = json.loads(runner.invoke(app, ["items", "--json"], env=model_env).stdout)
+    assert all(isinstance(row["labels"], list) for row in listing)
+
+
+def test_predict_command_skips_malformed_lines(model_env, tmp_path):
+    source = tmp_path / "in.jsonl"
+    good = {"id": "a", "title": "Staffing", "text": "Caseloads had risen to 27 per worker.", "extra": 1}
+    source.write_text(json.dumps(good) + "\n{not json\n" + json.dumps({"id": "b"}) + "\n"
+                      + json.dumps({"id": "c", "text": "The meeting closed at 8pm."}) + "\n")
+    out = tmp_path / "out.jsonl"
+    result = runner.invoke(app, ["predict", str(source), "-o", str(out)], env=model_env)
+    assert result.exit_code == 1
+    assert "in.jsonl:2: skipped" in result.stderr and "in.jsonl:3: skipped" in result.stderr
+    rows = [json.loads(l) for l in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["a", "c"]
+    for r in rows:
+        assert set(r) == {"id", "labels", "scores", "evidence", "briefing"}
+        assert (r["briefing"] is None) == (not r["labels"])
+
+
+def test_evaluate_reports_model_and_baselines(model_env, corpus):
+    result = runner.invoke(app, ["evaluate", "--gold", str(corpus / "dev.gold.jsonl"), "--json"],
+                           env=model_env)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    for system in ("model", "keywords", "tfidf_logreg"):
+        assert set(report[system]["per_label"]) == set(LABELS)
+        assert report[system]["items"] == 20
+    assert report["keywords"]["macro_f1"] == pytest.approx(0.9103, abs=1e-3)  # MODELS.md's figure
+    assert report["model"]["per_label"]["inspection_outcome"]["support"] == 8
+    assert set(report["briefings"]) == {"model", "first_60_words", "lexrank"}
+    assert report["briefings"]["first_60_words"]["rougeL"] == pytest.approx(0.26, abs=0.03)
+
+
+@pytest.mark.real_model
+def test_real_packaged_encoder_fine_tunes_and_predicts(tmp_path):
+    """The real all-MiniLM-L6-v2 from its package, offline: a short fine-tune must already
+    separate a clear workforce sentence from procedural text."""
+    base = modelfolder.packaged_base_model()
+    assert (base / "model.safetensors").is_file()
+    rows = composed_rows(120)
+    folder = train_classifier(rows, tmp_path, None, TrainingArguments(epochs=1, validation_share=0.1))
+    assert modelfolder.read_card(folder)["base_model"].startswith("sentence-transformers/all-MiniLM-L6-v2")
+    loaded = modelfolder.load(folder)
+    records = [
+        {"id": "w", "title": "Workforce", "text": "Workforce\n\nThe service relied on agency social "
+         "workers for 35 per cent of posts and caseloads had risen to 28."},
+        {"id": "p", "title": "Apologies", "text": "Apologies\n\nThe minutes of the last meeting "
+         "were signed as a correct record."},
+    ]
+    workforce, plain = classify_records(loaded, records)
+    assert workforce["scores"]["workforce_concern"] > 0.5 > plain["scores"]["workforce_concern"]

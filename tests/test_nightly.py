@@ -1,0 +1,143 @@
+"""The overnight run: incremental, locked, and finished exactly once after a SIGKILL mid-stage."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+from typer.testing import CliRunner
+
+from pipeline import modelfolder, store
+from pipeline.cli import app
+from pipeline.nightly import RunLock
+
+from .conftest import CORPUS, SAMPLES
+
+runner = CliRunner()
+
+
+def nightly_json(env, *extra):
+    result = runner.invoke(app, ["nightly", "--source", str(SAMPLES), "--json", *extra], env=env)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_nightly_runs_every_stage_then_does_nothing_when_nothing_is_new(model_env, tmp_path):
+    first = nightly_json(model_env)
+    assert first["items_new"] == 28 and first["items_classified"] == 28
+    assert first["items_summarised"] >= 1 and first["failed"] == []
+    assert os.path.isfile(first["briefing"])
+    second = runner.invoke(app, ["nightly", "--source", str(SAMPLES)], env=model_env)
+    assert second.exit_code == 0
+    assert "nothing new to classify or summarise" in second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1
+    # A changed document is processed once more, and only it.
+    changed = tmp_path / "more"
+    changed.mkdir()
+    (changed / "item.txt").write_text("Agenda item\n\nStaffing\n\nMinutes:\n\nCaseloads had risen to "
+                                      "27 per social worker and agency use remained high.\n")
+    third = nightly_json(model_env, "--source", str(changed))
+    assert third["items_new"] == 1 and third["items_classified"] == 1
+    (changed / "item.txt").write_text("Agenda item\n\nStaffing\n\nMinutes:\n\nCaseloads had fallen to "
+                                      "17 per social worker and agency use remained high.\n")
+    fourth = nightly_json(model_env, "--source", str(changed))
+    assert fourth["items_new"] == 1 and fourth["items_classified"] == 1
+    listing = runner.invoke(app, ["runs", "--json"], env=model_env)
+    runs = json.loads(listing.stdout)
+    assert [r["status"] for r in runs] == ["ok"] * 4
+    assert all(r["model_version"] for r in runs)
+
+
+def test_failed_inputs_give_status_1_and_are_listed(model_env, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "empty.txt").write_bytes(b"")
+    (folder / "ok.txt").write_text("Agenda item\n\nWork Programme\n\nMinutes:\n\nThe Committee agreed "
+                                   "its work programme for the rest of the year.\n")
+    result = runner.invoke(app, ["nightly", "--source", str(folder), "--json"], env=model_env)
+    assert result.exit_code == 1
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["items_new"] == 1
+    assert [f["path"].rsplit("/", 1)[-1] for f in summary["failed"]] == ["empty.txt"]
+
+
+def minutes_process(env, *args):
+    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_second_run_is_refused_while_one_holds_the_lock_and_a_stale_lock_is_cleared(model_env):
+    with RunLock(model_env["MINUTES_DB"]):
+        process = minutes_process(model_env, "nightly", "--source", str(SAMPLES))
+        _, err = process.communicate(timeout=120)
+    assert process.returncode == 75
+    assert "locked" in err and "holds" in err
+    # A killed run leaves its pid in the lock file but no lock: the next run clears it.
+    with open(model_env["MINUTES_DB"] + ".lock", "w") as handle:
+        handle.write("999999")
+    result = runner.invoke(app, ["nightly", "--source", str(SAMPLES)], env=model_env)
+    assert result.exit_code == 0, result.output
+    assert "cleared a stale lock left by pid 999999" in result.stderr
+
+
+def count(db_path, sql):
+    db = sqlite3.connect(db_path, timeout=30)
+    try:
+        return db.execute(sql).fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        db.close()
+
+
+def kill_when(process, db_path, sql, at_least, timeout=240):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"run ended before it could be killed: {process.stderr.read()}")
+        if count(db_path, sql) >= at_least:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            return
+        time.sleep(0.05)
+    process.kill()
+    raise AssertionError("the run never reached the stage to kill it in")
+
+
+def test_killed_mid_classify_and_mid_summarise_the_next_run_finishes_exactly_once(model_env, tmp_path):
+    sources = [str(SAMPLES)] + ([str(CORPUS / "dev")] if (CORPUS / "dev").is_dir() else [])
+    args = ["nightly", "--json"] + [a for s in sources for a in ("--source", s)]
+    slow = {**model_env, "MINUTES_STORE_BATCH": "2", "MINUTES_PAUSE_BETWEEN_BATCHES_S": "0.3"}
+    db_path = model_env["MINUTES_DB"]
+
+    kill_when(minutes_process(slow, *args), db_path, "SELECT COUNT(*) FROM predictions", 4)
+    classified_before = count(db_path, "SELECT COUNT(*) FROM predictions")
+    items = count(db_path, "SELECT COUNT(*) FROM items")
+    assert 4 <= classified_before < items  # killed in the middle of classify
+
+    kill_when(minutes_process(slow, *args), db_path, "SELECT COUNT(*) FROM summaries", 1)
+    assert count(db_path, "SELECT COUNT(*) FROM predictions") == items
+    flagged = count(db_path, "SELECT COUNT(*) FROM predictions WHERE labels != '[]'")
+    assert count(db_path, "SELECT COUNT(*) FROM summaries") < flagged  # killed mid-summarise
+
+    final = minutes_process(model_env, *args)
+    out, err = final.communicate(timeout=300)
+    assert final.returncode == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["items_new"] == 0 and summary["items_classified"] == 0
+    db = store.connect(db_path)
+    version = modelfolder.read_card(modelfolder.promoted_folder(model_env["MINUTES_MODELS_DIR"], "classifier"))["version"]
+    # Every item classified once, every flagged item briefed once, across the three runs.
+    assert store.count_predictions(db, version) == items == store.count_items(db)
+    assert count(db_path, "SELECT COUNT(*) FROM summaries") == flagged
+    assert count(db_path, "SELECT COUNT(DISTINCT item_id) FROM summaries") == flagged
+    statuses = [r["status"] for r in store.runs(db)]
+    assert statuses == ["ok", "interrupted", "interrupted"]
+    # The briefing of the run that finished covers all the items the killed runs took in.
+    briefing = json.loads((tmp_path / "briefings" / "briefing.json").read_text())
+    assert briefing["items_read"] == items

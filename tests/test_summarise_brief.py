@@ -1,0 +1,135 @@
+"""Briefings: faithful, short, free of boilerplate; the briefing document is escaped, parses,
+and shows every flagged item in a real browser."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from selectolax.lexbor import LexborHTMLParser
+from typer.testing import CliRunner
+
+from pipeline import store
+from pipeline.cli import app
+from pipeline.evaluate import unsupported_facts
+from pipeline.summarise import compress, cut_to_words, select, summarise_record
+
+from .conftest import SAMPLES
+
+runner = CliRunner()
+
+
+def test_compress_only_removes_words():
+    sentence = "The Director reported that caseloads had risen to 24 (see Appendix 2) in March."
+    out = compress(sentence)
+    assert out == "Caseloads had risen to 24 in March."
+    assert set(out.lower().rstrip(".").split()) <= set(sentence.lower().replace(".", "").split())
+
+
+def test_select_keeps_the_resolution_drops_duplicates_and_fits_60_words():
+    passages = [
+        "Caseloads had risen to 24 per social worker in the assessment teams.",
+        "Caseloads had risen to 24 per social worker in assessment teams.",
+        "pdf icon PDF 136 KB",
+        "The Committee discussed a long list of other matters " + "at length " * 30 + "today.",
+        "RESOLVED: That a market supplement of £3,000 be paid to experienced social workers.",
+    ]
+    scores = np.array([0.9, 0.85, 0.99, 0.5, 0.2])
+    chosen = select(passages, scores, passages[-1], 60)
+    text = " ".join(chosen)
+    assert len(text.split()) <= 60
+    assert chosen[0] == passages[0] and passages[1] not in chosen
+    assert "pdf icon" not in text
+    assert chosen[-1] == "That a market supplement of £3,000 be paid to experienced social workers."
+
+
+def test_unfaithful_briefing_falls_back_to_the_items_own_words():
+    record = {"id": 1, "text": "Caseloads were 24 per worker.", "evidence": {}}
+    passages = ["Caseloads were 24 per worker."]
+    result = summarise_record(record, np.array([0.9]), passages)
+    assert result["briefing"] == "Caseloads were 24 per worker." and not result["is_fallback"]
+    invented = "Caseloads were 31 per worker in March 2024, says Ofsted."
+    assert set(unsupported_facts(invented, record["text"])) == {"31", "March 2024", "Ofsted"}
+    assert unsupported_facts("Caseloads were 24 per worker.", record["text"]) == []
+    assert cut_to_words("one, two three four five six", 4).endswith("…")
+
+
+def flagged_store(model_env):
+    assert runner.invoke(app, ["ingest", str(SAMPLES)], env=model_env).exit_code == 0
+    assert runner.invoke(app, ["classify"], env=model_env).exit_code == 0
+    result = runner.invoke(app, ["summarise"], env=model_env)
+    assert result.exit_code == 0, result.output
+    return store.connect(model_env["MINUTES_DB"])
+
+
+def test_summarise_command_briefs_each_flagged_item_once(model_env):
+    db = flagged_store(model_env)
+    predictions = store.latest_predictions(db)
+    flagged = [i for i, p in predictions.items() if p["labels"]]
+    summaries = store.latest_summaries(db, flagged)
+    assert set(summaries) == set(flagged)
+    for item_id, summary in summaries.items():
+        item = store.item(db, item_id)
+        assert len(summary["briefing"].split()) <= 60
+        assert unsupported_facts(summary["briefing"], item["text"]) == []
+        assert "pdf icon" not in summary["briefing"].lower()
+    again = runner.invoke(app, ["summarise"], env=model_env)
+    assert "summarised 0 flagged items" in again.stderr
+    assert store.count_summaries(db) == len(flagged)
+
+
+def test_briefing_html_is_escaped_and_well_formed(model_env, tmp_path):
+    hostile = tmp_path / "hostile.html"
+    hostile.write_text(
+        "<html><body><div id='modgov'><h1>Agenda item</h1>"
+        "<h2>&lt;script&gt;alert('x')&lt;/script&gt; Ofsted inspection judged inadequate</h2>"
+        "<p>Minutes:</p><p>Ofsted judged children's services inadequate in March 2025 and "
+        "caseloads were 30 per social worker &lt;img src=x onerror=alert(1)&gt;.</p>"
+        "<script>alert('page')</script></div></body></html>")
+    runner.invoke(app, ["ingest", str(hostile), str(SAMPLES)], env=model_env)
+    runner.invoke(app, ["classify"], env=model_env)
+    runner.invoke(app, ["summarise"], env=model_env)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["brief", "--out", str(out)], env=model_env)
+    assert result.exit_code == 0, result.output
+    html = (out / "briefing.html").read_text()
+    assert "<script" not in html.lower() and "onerror=alert" not in html.replace("&#34;", "")
+    assert "&lt;script&gt;" in html  # the title shows as text
+    assert "http" not in html.split("<body>")[0].replace("http-equiv", "")  # no external requests
+    tree = LexborHTMLParser(html)
+    assert tree.css_first("title").text() == "Children's services briefing"
+    sections = [s.attributes["id"] for s in tree.css("main > section")]
+    assert sections[:3] == ["intervention_notice", "inspection_outcome", "workforce_concern"]
+    assert "also-read" in sections
+    data = json.loads((out / "briefing.json").read_text())
+    flagged_titles = {e["title"] for g in data["groups"] for e in g["items"]}
+    shown_titles = {n.text() for n in tree.css("article .item-title")}
+    assert flagged_titles == shown_titles and flagged_titles
+    for article in tree.css("article"):
+        assert article.css_first("a").attributes["href"].startswith(("file://", "http"))
+    if len({(i["date"] or "")[:7] for g in data["groups"] for i in g["items"]}) > 1:
+        assert tree.css_first("#chart img").attributes["src"].startswith("data:image/png;base64,")
+    assert "\\<script\\>" in (out / "briefing.md").read_text()
+
+
+def test_briefing_shows_every_flagged_title_in_headless_chromium(model_env, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (make test installs it)")
+    flagged_store(model_env)
+    out = tmp_path / "out"
+    assert runner.invoke(app, ["brief", "--out", str(out)], env=model_env).exit_code == 0
+    dom = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run",
+         f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", (out / "briefing.html").as_uri()],
+        capture_output=True, text=True, timeout=120,
+    ).stdout
+    data = json.loads((out / "briefing.json").read_text())
+    titles = {e["title"] for g in data["groups"] for e in g["items"]}
+    assert titles
+    rendered = LexborHTMLParser(dom)
+    assert {n.text() for n in rendered.css("article .item-title")} == titles
