@@ -86,18 +86,26 @@ def test_export_import_train_promote_and_nightly_uses_the_promoted_model(model_e
         result = runner.invoke(app, ["train", "--base", str(tiny_base), "--no-summariser",
                                      "--no-promote", *extra], env=env)
         assert result.exit_code == 0, result.output
-        assert "imported labels" in json.dumps(modelfolder.versions(models, "classifier")[-1]["training_files"])
         (new,) = {v["version"] for v in modelfolder.versions(models, "classifier")} - before
         return new
 
-    worse = train("--epochs", "0")
+    # A deliberately worse model: trained on the same items with every label taken away.
+    unlabelled = tmp_path / "unlabelled"
+    unlabelled.mkdir()
+    (unlabelled / "train.jsonl").write_text("".join(
+        json.dumps({**r, "labels": [], "evidence": {}, "briefing": None}) + "\n" for r in composed_rows(200)))
+    env["MINUTES_LABELLED_DIR"] = str(unlabelled)
+    worse = train("--epochs", "1", "--no-store-labels")
+    env["MINUTES_LABELLED_DIR"] = str(labelled)
     refused = runner.invoke(app, ["models", "promote", worse, "--gold", str(gold)], env=env)
     assert refused.exit_code == 1 and "refused" in refused.stderr
     assert re.search(r"scores macro-F1 [\d.]+, current \S+ scores [\d.]+", refused.stderr)
 
     better = train("--epochs", "4")
+    card = next(v for v in modelfolder.versions(models, "classifier") if v["version"] == better)
+    assert any("20 imported labels" in f for f in card["training_files"])
     accepted = runner.invoke(app, ["models", "promote", better, "--gold", str(gold)], env=env)
-    assert accepted.exit_code == 0, accepted.output
+    assert accepted.exit_code == 0, accepted.output + refused.stderr
     assert modelfolder.history(models, "classifier")[-1] == better
     listing = json.loads(runner.invoke(app, ["models", "list", "--json"], env=env).stdout)
     assert [m["version"] for m in listing if m["promoted"]] == [better]
