@@ -1,7 +1,7 @@
 """`make bench`: throughput and memory of classify, summarise and the nightly run, each beside the
 naive way a user would write it, measured side by side in one run.
 
-    python -m pipeline.bench [--n 200] [--device cpu|cuda] [--fp32]
+    python -m pipeline.bench [--n 200] [--device cpu|cuda] [--int8]
 
 Prints a table and a final line `speedup_classify=X.XX speedup_summarise=Y.YY`, and writes the
 figures to benchmarks/results/<date>.json.
@@ -81,7 +81,10 @@ def naive_classify(folder: Path, records: list[dict], thresholds: dict, device: 
         passages = item_passages(record["text"], record.get("title"))
         scores = np.zeros((len(passages), len(LABELS)))
         for i, passage in enumerate(passages):
-            for result in classifier(passage):
+            answer = classifier(passage)
+            if answer and isinstance(answer[0], list):  # some versions wrap one input's scores
+                answer = answer[0]
+            for result in answer:
                 scores[i, LABELS.index(result["label"])] = result["score"]
         best = scores.max(axis=0) if len(passages) else np.zeros(len(LABELS))
         out.append({"id": record["id"], "labels": [l for j, l in enumerate(LABELS) if best[j] >= thresholds[l]],
@@ -135,12 +138,18 @@ def run(n: int, device: str, use_int8: bool, out_dir: Path) -> dict:
     results["model_load_s"] = round(time.perf_counter() - started, 3)
     fp32 = modelfolder.load(folder, device) if use_int8 else loaded
 
+    # Warm both paths up (first calls allocate and pick kernels) so N and 4N compare fairly.
+    classify_records(loaded, records[:16], device=device)
+    if use_int8:
+        classify_records(fp32, records[:16], device=device)
     with PeakMemory() as naive_mem:
         naive = naive_classify(folder, records, loaded.card["thresholds"], device)
     with PeakMemory() as ours_mem:
         ours = classify_records(loaded, records, device=device)
-    with PeakMemory() as fp32_mem:
-        ours_fp32 = classify_records(fp32, records, device=device)
+    fp32_mem, ours_fp32 = ours_mem, ours
+    if use_int8:
+        with PeakMemory() as fp32_mem:
+            ours_fp32 = classify_records(fp32, records, device=device)
     results["classify"] = {
         "naive_items_s": round(n / naive_mem.seconds, 2), "ours_items_s": round(n / ours_mem.seconds, 2),
         "ours_fp32_items_s": round(n / fp32_mem.seconds, 2),
@@ -218,7 +227,8 @@ def print_table(r: dict) -> None:
     c, s, e = r["classify"], r["summarise"], r["nightly"]
     rows = [
         ("classify items/s (N)", f"{c['naive_items_s']}", f"{c['ours_items_s']}", f"{c['speedup']}x"),
-        ("classify items/s fp32 (N)", f"{c['naive_items_s']}", f"{c['ours_fp32_items_s']}", f"{c['speedup_fp32']}x"),
+        *([("classify items/s fp32 (N)", f"{c['naive_items_s']}", f"{c['ours_fp32_items_s']}",
+            f"{c['speedup_fp32']}x")] if r["int8"] else []),
         (f"classify items/s (4N={4 * r['n']})", "", f"{c['ours_items_s_4n']}",
          f"{c['ours_items_s_4n'] / c['ours_items_s']:.2f} of N"),
         ("classify peak MB", f"{c['naive_peak_mb']}", f"{c['ours_peak_mb']}", ""),
@@ -232,8 +242,8 @@ def print_table(r: dict) -> None:
     print(f"{'measure':38} {'naive':>10} {'ours':>10} {'ratio':>14}")
     for row in rows:
         print(f"{row[0]:38} {row[1]:>10} {row[2]:>10} {row[3]:>14}")
-    print(f"labels equal to naive: fp32 {c['labels_equal_fp32']} (max score diff {c['max_score_diff_fp32']:.2e}), "
-          f"int8 {c['labels_equal_int8']} (max score diff {c['max_score_diff_int8']:.2e})")
+    print(f"labels equal to naive: fp32 {c['labels_equal_fp32']} (max score diff {c['max_score_diff_fp32']:.2e})"
+          + (f", int8 {c['labels_equal_int8']} (max score diff {c['max_score_diff_int8']:.2e})" if r["int8"] else ""))
     print(f"ours: {c['tokens_s']} tokens/s = {100 * c['share_of_matmul']:.0f}% of the {c['matmul_gflops']} "
           f"GFLOP/s a 2048x2048 fp32 matmul reaches here")
     if r.get("dev_macro_f1_fp32") is not None:
@@ -244,11 +254,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=200, help="items in the benchmark corpus (default 200)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--fp32", action="store_true", help="measure our path without int8 quantisation")
+    parser.add_argument("--int8", action="store_true",
+                        help="our path with int8 dynamic quantisation (off by default: it moved dev "
+                             "macro-F1 by more than 0.01, so the product does not use it)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    results = run(args.n, args.device, not args.fp32 and args.device == "cpu", args.out)
+    results = run(args.n, args.device, args.int8 and args.device == "cpu", args.out)
     results["when"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     print_table(results)
     args.out.mkdir(parents=True, exist_ok=True)

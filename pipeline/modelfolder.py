@@ -141,6 +141,9 @@ def load(folder: Path, device: str = "cpu", quantize: bool = False, threads: int
     )
     model.eval()
     if quantize and device == "cpu":
-        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        # Only the encoder's layers: the small pooler and head cost nothing and, quantised,
+        # move the scores the thresholds were chosen on.
+        encoder = model.base_model.encoder
+        torch.ao.quantization.quantize_dynamic(encoder, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
     model.to(device)
     return LoadedModel(folder, card, tokenizer, model)
