@@ -116,11 +116,30 @@ def flops_per_token(model) -> float:
     return 2.0 * params
 
 
+def nightly_throughput(settings, records: list[dict], device: str, use_int8: bool) -> dict:
+    """End to end: `minutes nightly` over a fresh store holding these items as new files."""
+    from pipeline.nightly import run_nightly
+
+    with tempfile.TemporaryDirectory() as tmp:
+        inbox = Path(tmp) / "inbox"
+        inbox.mkdir()
+        for record in records:
+            body = f"Agenda item\n\n{record['title'] or 'Item'}\n\nItem {record['id']}.\n\n{record['text']}\n"
+            (inbox / f"item-{record['id']:06d}.txt").write_text(body, encoding="utf-8")
+        nightly_settings = replace(settings, db=Path(tmp) / "nightly.db", out_dir=Path(tmp) / "out",
+                                   sources=[Source(kind="path", path=str(inbox))], device=device,
+                                   quantize=use_int8 and device == "cpu")
+        with PeakMemory() as night:
+            result = run_nightly(nightly_settings)
+        return {"items": result.items_new, "seconds": round(night.seconds, 1),
+                "items_s": round(result.items_new / night.seconds, 2), "peak_mb": night.peak_mb,
+                "classified": result.items_classified, "summarised": result.items_summarised}
+
+
 def run(n: int, device: str, use_int8: bool, out_dir: Path) -> dict:
     import torch
 
     from pipeline.classify import classify_records, count_passages
-    from pipeline.nightly import run_nightly
     from pipeline.summarise import summarise_records
 
     torch.set_num_threads(2 if device == "cpu" else torch.get_num_threads())
@@ -196,22 +215,7 @@ def run(n: int, device: str, use_int8: bool, out_dir: Path) -> dict:
         "same_briefings": sum(a["briefing"] == b["briefing"] for a, b in zip(naive_briefs, ours_briefs)),
     }
 
-    # End to end: `minutes nightly` over a fresh store holding N new items.
-    with tempfile.TemporaryDirectory() as tmp:
-        inbox = Path(tmp) / "inbox"
-        inbox.mkdir()
-        for record in records:
-            body = f"Agenda item\n\n{record['title'] or 'Item'}\n\nItem {record['id']}.\n\n{record['text']}\n"
-            (inbox / f"item-{record['id']:06d}.txt").write_text(body, encoding="utf-8")
-        nightly_settings = replace(settings, db=Path(tmp) / "nightly.db", out_dir=Path(tmp) / "out",
-                                   sources=[Source(kind="path", path=str(inbox))], device=device,
-                                   quantize=use_int8 and device == "cpu")
-        with PeakMemory() as night:
-            result = run_nightly(nightly_settings)
-        results["nightly"] = {"items": result.items_new, "seconds": round(night.seconds, 1),
-                              "items_s": round(result.items_new / night.seconds, 2),
-                              "peak_mb": night.peak_mb, "classified": result.items_classified,
-                              "summarised": result.items_summarised}
+    results["nightly"] = nightly_throughput(settings, records, device, use_int8)
 
     if (CORPUS / "dev.gold.jsonl").is_file():
         from pipeline.evaluate import classifier_metrics
@@ -257,14 +261,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--int8", action="store_true",
                         help="our path with int8 dynamic quantisation (off by default: it moved dev "
                              "macro-F1 by more than 0.01, so the product does not use it)")
+    parser.add_argument("--nightly-only", action="store_true",
+                        help="only time `minutes nightly` over N new items (e.g. --n 2000)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if args.nightly_only:
+        import torch
+
+        torch.set_num_threads(2)
+        figures = nightly_throughput(load_settings(), cycle(source_records(), args.n), args.device, args.int8)
+        print(f"nightly over {figures['items']} new items: {figures['seconds']} s "
+              f"({figures['items_s']} items/s), peak {figures['peak_mb']} MB, "
+              f"{figures['classified']} classified, {figures['summarised']} summarised")
+        return
     results = run(args.n, args.device, args.int8 and args.device == "cpu", args.out)
     results["when"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     print_table(results)
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"{datetime.now(timezone.utc):%Y-%m-%d}-{args.device}-n{args.n}.json"
+    suffix = "-int8" if results["int8"] else ""
+    path = args.out / f"{datetime.now(timezone.utc):%Y-%m-%d}-{args.device}-n{args.n}{suffix}.json"
     path.write_text(json.dumps(results, indent=2), encoding="utf-8")
     print(f"figures written to {path}")
     print(f"speedup_classify={results['classify']['speedup']:.2f} "

@@ -179,7 +179,9 @@ def show(
 
 
 # ---------------------------------------------------------------- fetching
-fetch_app = typer.Typer(help="Fetch new minutes from council websites.", no_args_is_help=True)
+fetch_app = typer.Typer(help="Fetch new minutes from council websites.\n\n"
+                        "Example: minutes fetch moderngov https://democracy.example.gov.uk/ --committee Cabinet",
+                        no_args_is_help=True)
 app.add_typer(fetch_app, name="fetch")
 
 
@@ -591,7 +593,9 @@ def runs(
 
 
 # ---------------------------------------------------------------- labelling loop
-label_app = typer.Typer(help="Export items for people to label, and import their labels.", no_args_is_help=True)
+label_app = typer.Typer(help="Export items for people to label, and import their labels.\n\n"
+                        "Example: minutes label export -n 20 -o to_label.jsonl; minutes label import to_label.jsonl",
+                        no_args_is_help=True)
 app.add_typer(label_app, name="label")
 
 
@@ -659,7 +663,9 @@ def label_import(
 
 
 # ---------------------------------------------------------------- model registry
-models_app = typer.Typer(help="List, promote and roll back trained models.", no_args_is_help=True)
+models_app = typer.Typer(help="List, promote and roll back trained models.\n\n"
+                         "Example: minutes models promote VERSION --gold ../shared/corpus/dev.gold.jsonl",
+                         no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
 

@@ -230,6 +230,8 @@ def fetch_moderngov(db, settings: Settings, source: Source, since: date | None =
     report = IngestReport()
 
     def fail(where: str, reason: str):
+        if reason.startswith(where + ": "):  # FetchError names the address itself
+            reason = reason[len(where) + 2:]
         report.failed.append({"path": where, "error": reason})
         if on_error:
             on_error(where, reason)

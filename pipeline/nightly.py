@@ -190,9 +190,12 @@ def run_nightly(settings: Settings, on_error: Callable[[str, str], None] | None 
                     (lambda d, t: on_stage("summarising", d, t)) if on_stage else None,
                 )
             items = store.items_since(db, after_item_id=since_item)
-            period = f"items stored since run {previous['id']}" if previous else "all stored items"
-            paths = write_brief(db, settings, items, period)
-            result.briefing = str(paths["html"])
+            if items or not previous or not previous.get("briefing"):
+                period = f"items stored since run {previous['id']}" if previous else "all stored items"
+                result.briefing = str(write_brief(db, settings, items, period)["html"])
+            else:
+                # Nothing new: the last briefing stays as it was, not replaced by an empty one.
+                result.briefing = previous["briefing"]
             status = "failed-inputs" if result.failed else "ok"
             store.finish_run(db, run_id, status, {
                 "items_new": result.items_new, "items_classified": result.items_classified,

@@ -36,6 +36,9 @@ def test_nightly_runs_every_stage_then_does_nothing_when_nothing_is_new(model_en
     assert second.exit_code == 0
     assert "nothing new to classify or summarise" in second.stderr
     assert len(second.stderr.strip().splitlines()) == 1
+    # The morning's briefing is not replaced by an empty one.
+    kept = json.loads((tmp_path / "briefings" / "briefing.json").read_text())
+    assert kept["items_read"] == 28 and kept["flagged"] >= 1
     # A changed document is processed once more, and only it.
     changed = tmp_path / "more"
     changed.mkdir()

@@ -154,7 +154,24 @@ def pdf_to_text(data: bytes) -> str:
         raise InputError(f"truncated or damaged PDF ({type(exc).__name__}: {exc})") from None
     except Exception as exc:  # pypdf raises many types on broken files; all mean the same here
         raise InputError(f"damaged PDF ({type(exc).__name__}: {exc})") from None
-    return "\n\n".join(pages)
+    return "\n\n".join(reflow(page) for page in pages)
+
+
+_HEADING_OR_BULLET = re.compile(r"^(?:\d{1,3}\.?\s+[A-Z(]|[•·▪\-–]\s|\(?[a-z]\)\s|\(?[ivx]+\)\s|[A-Z][A-Z ]{3,}$)")
+
+
+def reflow(page: str) -> str:
+    """PDF text breaks lines where the page did: join a line to the one before it unless that
+    one ended a sentence or this one starts a heading or a bullet."""
+    out: list[str] = []
+    for line in page.split("\n"):
+        stripped = line.strip()
+        if (stripped and out and out[-1].strip() and not out[-1].rstrip().endswith((".", ":", ";", "?", "!"))
+                and not _HEADING_OR_BULLET.match(stripped) and not _HEADING_OR_BULLET.match(out[-1].strip())):
+            out[-1] = out[-1].rstrip() + " " + stripped
+        else:
+            out.append(line)
+    return "\n".join(out)
 
 
 def docx_to_text(data: bytes) -> str:

@@ -17,7 +17,9 @@ _BOILERPLATE_LINES = re.compile(
     r"^(supporting documents:?|additional documents:?|view directions|browse|agenda and minutes|"
     r"items|no\.? item|print this page|minutes:?|decision:?|agendas, meetings and minutes.*|"
     r"view the reasons why item .* is restricted|issue - meetings|agenda item|decision details|"
-    r"back to .*|printed minutes.*|\(?copy attached\)?)$",
+    r"back to .*|printed minutes.*|\(?copy attached\)?|decision status:.*|is key decision\?:.*|"
+    r"is subject to call in\?:.*|decision maker:.*|date of decision:.*|effective from:.*|"
+    r"wards affected:.*|date of publication:.*|call-in deadline:.*)$",
     re.I,
 )
 _INLINE_BOILERPLATE = [
@@ -41,7 +43,8 @@ _HELD_ON = re.compile(
     re.I,
 )
 _COUNCIL = re.compile(
-    r"\b((?:London Borough|Royal Borough|City|County Borough|Borough) of(?: [A-Z][\w'’-]+)+|"
+    r"\b((?:London Borough|Royal Borough|City|County Borough|Borough) of"
+    r"(?: (?!Minutes\b|Meeting\b|Agenda\b|Cabinet\b|Council\b)[A-Z][\w'’-]+)+|"
     r"(?:[A-Z][\w'’-]+ )+(?:County |City |Borough |District |Metropolitan Borough |Unitary )?Council)\b"
 )
 _MEETING_OF = re.compile(
