@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -13,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pipeline import store
+from pipeline import modelfolder, store
 from pipeline.config import LABELS, ConfigError, Settings, load_settings
 
 app = typer.Typer(
@@ -48,6 +49,16 @@ def open_store(settings: Settings):
     except store.StoreError as exc:
         console.print(f"error: {exc}")
         raise typer.Exit(2) from None
+
+
+@contextmanager
+def user_errors(status: int = 2):
+    """No model yet, or an unusable store: one line saying what to do, not a traceback."""
+    try:
+        yield
+    except (modelfolder.ModelError, store.StoreError) as exc:
+        console.print(f"error: {exc}")
+        raise typer.Exit(status) from None
 
 
 def progress_bar() -> Progress:
@@ -274,7 +285,6 @@ def train(
     """
     import time
 
-    from pipeline import modelfolder
     from pipeline.train import TrainingArguments, train_classifier, train_summariser
 
     settings = settings_from(config, db=db, models_dir=models_dir)
@@ -288,7 +298,7 @@ def train(
     if seed is not None:
         args.seed = seed
     started = time.perf_counter()
-    try:
+    with user_errors():
         with progress_bar() as bar:
             task = bar.add_task("training classifier", total=None)
             folder = train_classifier(rows, settings.models_dir, base, args, names, _train_progress(bar, task))
@@ -308,9 +318,6 @@ def train(
             if promote_first and not modelfolder.history(settings.models_dir, "summariser"):
                 modelfolder.promote(settings.models_dir, "summariser", s_card["version"])
                 console.print(f"promoted summariser {s_card['version']} (the first)")
-    except modelfolder.ModelError as exc:
-        console.print(f"error: {exc}")
-        raise typer.Exit(2) from None
     console.print(f"training took {time.perf_counter() - started:.0f} s; model folder {folder}")
 
 
@@ -326,21 +333,17 @@ def classify(
 
     Example: minutes classify --db data/minutes.db
     """
-    from pipeline import modelfolder
     from pipeline.nightly import classify_pending
 
     settings = settings_from(config, db=db, model=model, quantize=quantize)
     database = open_store(settings)
-    try:
+    with user_errors():
         with progress_bar() as bar:
             task = bar.add_task("classifying", total=None)
             done, version = classify_pending(
                 database, settings, reclassify_all=reclassify_all,
                 on_items=lambda d, t: bar.update(task, completed=d, total=t),
             )
-    except modelfolder.ModelError as exc:
-        console.print(f"error: {exc}")
-        raise typer.Exit(2) from None
     flagged = sum(1 for p in store.predictions_for(database, version).values() if p["labels"])
     console.print(f"classified {done} items with model {version}; {flagged} items flagged in {settings.db}")
 
@@ -357,20 +360,16 @@ def summarise(
 
     Example: minutes summarise --db data/minutes.db
     """
-    from pipeline import modelfolder
     from pipeline.nightly import _version_of, summarise_pending
 
     settings = settings_from(config, db=db, model=model, summariser_model=summariser_model)
     database = open_store(settings)
-    try:
+    with user_errors():
         version = _version_of(modelfolder.resolve(settings.models_dir, "classifier", settings.model), settings)
         with progress_bar() as bar:
             task = bar.add_task("summarising", total=None)
             done = summarise_pending(database, settings, version,
                                      on_items=lambda d, t: bar.update(task, completed=d, total=t))
-    except modelfolder.ModelError as exc:
-        console.print(f"error: {exc}")
-        raise typer.Exit(2) from None
     console.print(f"summarised {done} flagged items in {settings.db}")
 
 
@@ -389,7 +388,6 @@ def predict(
 
     Example: minutes predict items.jsonl -o predictions.jsonl
     """
-    from pipeline import modelfolder
     from pipeline.classify import classify_records
     from pipeline.train import prepare
 
@@ -412,7 +410,7 @@ def predict(
             bad += 1
             continue
         records.append(prepare({"id": row["id"], "title": row.get("title"), "text": row["text"]}))
-    try:
+    with user_errors():
         loaded = modelfolder.load(modelfolder.resolve(settings.models_dir, "classifier", settings.model),
                                   settings.device, settings.quantize, settings.threads)
         predictions = classify_records(loaded, records, settings.batch_size,
@@ -428,9 +426,6 @@ def predict(
             briefs = {b["id"]: b["briefing"] for b in summarise_records(summariser, flagged)}
             for p in predictions:
                 p["briefing"] = briefs.get(p["id"])
-    except modelfolder.ModelError as exc:
-        console.print(f"error: {exc}")
-        raise typer.Exit(2) from None
     text = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions)
     if output:
         output.write_text(text, encoding="utf-8")
@@ -455,15 +450,11 @@ def evaluate(
 
     Example: minutes evaluate --gold ../shared/corpus/dev.gold.jsonl
     """
-    from pipeline import modelfolder
     from pipeline.evaluate import evaluate_gold
 
     settings = settings_from(config, db=db, model=model, summariser_model=summariser_model)
-    try:
+    with user_errors():
         report = evaluate_gold(settings, gold, _training_rows(settings, None, True)[0])
-    except modelfolder.ModelError as exc:
-        console.print(f"error: {exc}")
-        raise typer.Exit(2) from None
     if as_json:
         out.print(json.dumps(report, indent=2))
         return
@@ -525,7 +516,6 @@ def nightly(
     """
     import time
 
-    from pipeline import modelfolder
     from pipeline.config import Source
     from pipeline.nightly import EXIT_LOCKED, Locked, run_nightly
 
@@ -613,7 +603,7 @@ def label_export(
 
     Example: minutes label export -n 20 --strategy uncertain --format csv -o to_label.csv
     """
-    from pipeline import labelling, modelfolder
+    from pipeline import labelling
 
     settings = settings_from(config, db=db)
     if strategy not in labelling.STRATEGIES or fmt not in labelling.FORMATS:
@@ -679,7 +669,6 @@ def models_list(
 
     Example: minutes models list --kind classifier
     """
-    from pipeline import modelfolder
 
     settings = settings_from(config)
     versions = modelfolder.versions(settings.models_dir, kind)
@@ -709,15 +698,11 @@ def models_promote(
 
     Example: minutes models promote 20251101-020000-ab12cd --gold data/labelled/holdout.gold.jsonl
     """
-    from pipeline import modelfolder
     from pipeline.evaluate import compare_for_promotion
 
     settings = settings_from(config, promote_margin=margin)
-    try:
+    with user_errors():
         decision = compare_for_promotion(settings, kind, version, gold)
-    except modelfolder.ModelError as exc:
-        console.print(f"error: {exc}")
-        raise typer.Exit(2) from None
     if decision["promote"]:
         modelfolder.promote(settings.models_dir, kind, version)
         console.print(f"promoted {kind} {version}: {decision['metric']} {decision['candidate']:.4f} "
@@ -738,7 +723,6 @@ def models_rollback(
 
     Example: minutes models rollback --kind classifier
     """
-    from pipeline import modelfolder
 
     settings = settings_from(config)
     try:
