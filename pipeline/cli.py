@@ -25,8 +25,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)
+console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+out = Console(highlight=False, soft_wrap=True, markup=False)
 
 DbOption = Annotated[Optional[Path], typer.Option("--db", help="Store file (default data/minutes.db, or MINUTES_DB).")]
 ConfigOption = Annotated[Optional[Path], typer.Option("--config", help="TOML settings file.")]
@@ -412,7 +412,7 @@ def predict(
         records.append(prepare({"id": row["id"], "title": row.get("title"), "text": row["text"]}))
     with user_errors():
         loaded = modelfolder.load(modelfolder.resolve(settings.models_dir, "classifier", settings.model),
-                                  settings.device, settings.quantize, settings.threads)
+                                  settings.device, settings.quantize, settings.threads, settings.thresholds)
         predictions = classify_records(loaded, records, settings.batch_size,
                                        loaded.card.get("max_tokens", 128), settings.device,
                                        settings.evidence_per_label)

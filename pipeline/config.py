@@ -43,6 +43,9 @@ class Settings:
     model: Path | None = None
     summariser_model: Path | None = None
     sources: list[Source] = field(default_factory=list)
+    # Per-label decision thresholds that override the model's own ({label: probability}); they
+    # apply to items classified from now on (`minutes classify --all` re-labels the rest).
+    thresholds: dict[str, float] = field(default_factory=dict)
     recipients_title: str = "Director of Children's Services"
     batch_size: int = 64
     max_passage_tokens: int = 128
@@ -87,7 +90,7 @@ def load_settings(config_file: Path | None = None, env: dict[str, str] | None = 
     updates = {}
     for name, f in known.items():
         value = env.get(f"MINUTES_{name.upper()}")
-        if value is None or name == "sources":
+        if value is None or name in ("sources", "thresholds"):
             continue
         updates[name] = _coerce(name, value, f.type)
     return dataclasses.replace(settings, **updates)
@@ -106,6 +109,11 @@ def _apply_toml(settings: Settings, path: Path) -> Settings:
     for key, value in data.items():
         if key == "sources":
             updates["sources"] = [_source(s, base, path) for s in value]
+        elif key == "thresholds":
+            unknown = set(value) - set(LABELS)
+            if unknown:
+                raise ConfigError(f"{path}: unknown label(s) in [thresholds]: {', '.join(sorted(unknown))}")
+            updates["thresholds"] = {label: float(v) for label, v in value.items()}
         elif key in known:
             updates[key] = _coerce(key, value, known[key].type)
             if key in _PATH_FIELDS and not Path(updates[key]).is_absolute():

@@ -123,14 +123,17 @@ class LoadedModel:
         return self.card["version"]
 
 
-def load(folder: Path, device: str = "cpu", quantize: bool = False, threads: int | None = None):
-    """Tokenizer and weights from the folder, safetensors only."""
+def load(folder: Path, device: str = "cpu", quantize: bool = False, threads: int | None = None,
+         thresholds: dict[str, float] | None = None):
+    """Tokenizer and weights from the folder, safetensors only; `thresholds` override the card's."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     quiet_transformers()
     folder = Path(folder)
     card = read_card(folder)
+    if thresholds:
+        card["thresholds"] = {**card.get("thresholds", {}), **thresholds}
     if not (folder / "model.safetensors").is_file():
         raise ModelError(f"{folder}: no model.safetensors (weights are only loaded from safetensors)")
     if threads:

@@ -73,7 +73,8 @@ def classify_pending(db, settings: Settings, run_id: int | None = None,
 
     if loaded is None:
         folder = modelfolder.resolve(settings.models_dir, "classifier", settings.model)
-        loaded = modelfolder.load(folder, settings.device, settings.quantize, settings.threads)
+        loaded = modelfolder.load(folder, settings.device, settings.quantize, settings.threads,
+                                  settings.thresholds)
     version = loaded.version + ("+int8" if settings.quantize else "")
     pending = store.items(db) if reclassify_all else store.items_without_predictions(db, version)
     done = 0
@@ -176,7 +177,7 @@ def run_nightly(settings: Settings, on_error: Callable[[str, str], None] | None 
             pending = store.items_without_predictions(db, _version_of(classifier_folder, settings))
             if pending:
                 classifier = modelfolder.load(classifier_folder, settings.device, settings.quantize,
-                                              settings.threads)
+                                              settings.threads, settings.thresholds)
             result.items_classified, result.model_version = classify_pending(
                 db, settings, run_id, classifier,
                 (lambda d, t: on_stage("classifying", d, t)) if on_stage else None,

@@ -144,3 +144,57 @@ def test_killed_mid_classify_and_mid_summarise_the_next_run_finishes_exactly_onc
     # The briefing of the run that finished covers all the items the killed runs took in.
     briefing = json.loads((tmp_path / "briefings" / "briefing.json").read_text())
     assert briefing["items_read"] == items
+
+
+def test_nightly_reads_everything_from_one_toml_config(model_env, tmp_path):
+    """Sources (a folder and a ModernGov site), store, output folder, thresholds and the
+    recipients' title all come from the config file."""
+    from .fixtures.moderngov_site import Site, serve
+
+    site = Site()
+    server, url = serve(site)
+    try:
+        config = tmp_path / "minutes.toml"
+        config.write_text(f"""
+db = "store/night.db"
+out_dir = "out"
+recipients_title = "Director of Children's Services, Fernley"
+request_delay_s = 0.0
+request_timeout_s = 1.0
+
+[thresholds]
+workforce_concern = 1.01   # never flag workforce concerns (a probability never exceeds 1)
+
+[[sources]]
+kind = "path"
+path = "{SAMPLES}"
+
+[[sources]]
+kind = "moderngov"
+url = "{url}"
+council = "Fernley Borough Council"
+committees = ["Cabinet"]
+""")
+        env = {k: v for k, v in model_env.items() if k not in ("MINUTES_DB", "MINUTES_OUT_DIR")}
+        result = runner.invoke(app, ["nightly", "--config", str(config), "--json"], env=env)
+    finally:
+        server.shutdown()
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    # The samples' 28 items, and the site's two Cabinet agenda items; its printed minutes PDF is
+    # byte for byte a sample already stored, so the content hash keeps it from being stored twice.
+    assert summary["items_new"] == 28 + 2
+    assert summary["briefing"] == str(tmp_path / "out" / "briefing.html")
+    briefing = json.loads((tmp_path / "out" / "briefing.json").read_text())
+    assert briefing["recipients"] == "Director of Children's Services, Fernley"
+    assert briefing["counts"]["workforce_concern"] == 0
+    db = store.connect(tmp_path / "store" / "night.db")
+    assert any(i["council"] == "Fernley Borough Council" for i in store.items(db))
+
+
+def test_a_bad_config_file_is_one_clear_error(model_env, tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text("[thresholds]\nofsted = 0.5\n")
+    result = runner.invoke(app, ["nightly", "--config", str(config)], env=model_env)
+    assert result.exit_code == 2
+    assert "bad.toml: unknown label(s) in [thresholds]: ofsted" in result.stderr
