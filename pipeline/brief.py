@@ -46,7 +46,9 @@ def briefing_data(db, items: list[dict], title: str, recipients: str, period: st
         members.sort(key=lambda e: (-(e["scores"].get(label) or 0), e["date"] or ""))
         groups.append({"label": label, "title": LABEL_TITLES[label], "items": members})
     sources = sorted({i["source"] for i in items})
+    dates = sorted(i["date"] for i in items if i["date"])
     return {
+        "date_range": f"meetings from {dates[0]} to {dates[-1]}" if dates else "meeting dates not recorded",
         "title": title, "recipients": recipients, "period": period,
         "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "counts": {label: sum(label in e["labels"] for e in flagged) for label in LABELS},

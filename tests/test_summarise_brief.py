@@ -114,6 +114,7 @@ def test_briefing_html_is_escaped_and_well_formed(model_env, tmp_path):
     if len({(i["date"] or "")[:7] for g in data["groups"] for i in g["items"]}) > 1:
         assert tree.css_first("#chart img").attributes["src"].startswith("data:image/png;base64,")
     assert "\\<script\\>" in (out / "briefing.md").read_text()
+    assert data["date_range"] == "meetings from 2024-11-14 to 2025-04-07"  # the samples' meetings
 
 
 def test_briefing_shows_every_flagged_title_in_headless_chromium(model_env, tmp_path):
