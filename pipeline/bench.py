@@ -136,7 +136,7 @@ def nightly_throughput(settings, records: list[dict], device: str, use_int8: boo
                 "classified": result.items_classified, "summarised": result.items_summarised}
 
 
-def run(n: int, device: str, use_int8: bool, out_dir: Path) -> dict:
+def run(n: int, device: str, use_int8: bool) -> dict:
     import torch
 
     from pipeline.classify import classify_records, count_passages
@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> None:
               f"({figures['items_s']} items/s), peak {figures['peak_mb']} MB, "
               f"{figures['classified']} classified, {figures['summarised']} summarised")
         return
-    results = run(args.n, args.device, args.int8 and args.device == "cpu", args.out)
+    results = run(args.n, args.device, args.int8 and args.device == "cpu")
     results["when"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     print_table(results)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -111,10 +111,6 @@ def ingest(
     raise typer.Exit(1 if report.failed else 0)
 
 
-def _item_labels(database, item_ids) -> dict:
-    return store.latest_predictions(database, item_ids)
-
-
 @app.command()
 def items(
     db: DbOption = None,
@@ -129,7 +125,7 @@ def items(
     settings = settings_from(config, db=db)
     database = open_store(settings)
     rows = store.items(database, limit=limit)
-    predictions = _item_labels(database, [r["id"] for r in rows])
+    predictions = store.latest_predictions(database, [r["id"] for r in rows])
     if as_json:
         listing = [
             {
@@ -360,12 +356,12 @@ def summarise(
 
     Example: minutes summarise --db data/minutes.db
     """
-    from pipeline.nightly import _version_of, summarise_pending
+    from pipeline.nightly import classifier_version, summarise_pending
 
     settings = settings_from(config, db=db, model=model, summariser_model=summariser_model)
     database = open_store(settings)
     with user_errors():
-        version = _version_of(modelfolder.resolve(settings.models_dir, "classifier", settings.model), settings)
+        version = classifier_version(settings)
         with progress_bar() as bar:
             task = bar.add_task("summarising", total=None)
             done = summarise_pending(database, settings, version,

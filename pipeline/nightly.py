@@ -65,18 +65,27 @@ def _chunks(rows: list, size: int):
         yield rows[start:start + size]
 
 
+def classifier_version(settings: Settings) -> str:
+    """The version predictions are stored under: the promoted (or given) model, +int8 when
+    quantised, since quantised scores differ."""
+    folder = modelfolder.resolve(settings.models_dir, "classifier", settings.model)
+    return modelfolder.read_card(folder)["version"] + ("+int8" if settings.quantize else "")
+
+
 def classify_pending(db, settings: Settings, run_id: int | None = None,
-                     loaded=None, on_items: Callable[[int, int], None] | None = None,
+                     on_items: Callable[[int, int], None] | None = None,
                      reclassify_all: bool = False) -> tuple[int, str]:
-    """Classify current items the model has not labelled yet; returns (count, model version)."""
+    """Classify current items the model has not labelled yet; returns (count, model version).
+    The model is loaded only when there is something to classify."""
     from pipeline.classify import classify_records
 
-    if loaded is None:
-        folder = modelfolder.resolve(settings.models_dir, "classifier", settings.model)
-        loaded = modelfolder.load(folder, settings.device, settings.quantize, settings.threads,
-                                  settings.thresholds)
-    version = loaded.version + ("+int8" if settings.quantize else "")
+    version = classifier_version(settings)
     pending = store.items(db) if reclassify_all else store.items_without_predictions(db, version)
+    if not pending:
+        return 0, version
+    folder = modelfolder.resolve(settings.models_dir, "classifier", settings.model)
+    loaded = modelfolder.load(folder, settings.device, settings.quantize, settings.threads,
+                              settings.thresholds)
     done = 0
     for batch in _chunks(pending, settings.store_batch):
         predictions = classify_records(
@@ -95,14 +104,17 @@ def classify_pending(db, settings: Settings, run_id: int | None = None,
 
 
 def summarise_pending(db, settings: Settings, classifier_version: str, run_id: int | None = None,
-                      loaded=None, on_items: Callable[[int, int], None] | None = None) -> int:
-    """Write briefings for flagged items that have none from the current summariser."""
+                      on_items: Callable[[int, int], None] | None = None) -> int:
+    """Write briefings for flagged items that have none from the current summariser. The model
+    is loaded only when there is something to summarise."""
     from pipeline.summarise import summarise_records
 
-    if loaded is None:
-        folder = modelfolder.resolve(settings.models_dir, "summariser", settings.summariser_model)
-        loaded = modelfolder.load(folder, settings.device, settings.quantize, settings.threads)
-    pending = store.flagged_items_without_summary(db, classifier_version, loaded.version)
+    folder = modelfolder.resolve(settings.models_dir, "summariser", settings.summariser_model)
+    pending = store.flagged_items_without_summary(db, classifier_version,
+                                                  modelfolder.read_card(folder)["version"])
+    if not pending:
+        return 0
+    loaded = modelfolder.load(folder, settings.device, settings.quantize, settings.threads)
     done = 0
     for batch in _chunks(pending, settings.store_batch):
         summaries = summarise_records(
@@ -156,8 +168,9 @@ def run_nightly(settings: Settings, on_error: Callable[[str, str], None] | None 
     with RunLock(settings.db) as lock:
         db = store.connect(settings.db)
         interrupted = store.mark_interrupted_runs(db)
-        classifier_folder = modelfolder.resolve(settings.models_dir, "classifier", settings.model)
-        summariser_folder = modelfolder.resolve(settings.models_dir, "summariser", settings.summariser_model)
+        # Fail before ingesting anything when a model is missing.
+        classifier_version(settings)
+        modelfolder.resolve(settings.models_dir, "summariser", settings.summariser_model)
         previous = store.last_successful_run(db)
         since_item = (previous or {}).get("item_high_water") or 0
         run_id = store.start_run(db, None)
@@ -173,23 +186,13 @@ def run_nightly(settings: Settings, on_error: Callable[[str, str], None] | None 
                     report = fetch_moderngov(db, settings, source, on_error=on_error)
                 result.items_new += report.items_new
                 result.failed += report.failed
-            classifier = None
-            pending = store.items_without_predictions(db, _version_of(classifier_folder, settings))
-            if pending:
-                classifier = modelfolder.load(classifier_folder, settings.device, settings.quantize,
-                                              settings.threads, settings.thresholds)
             result.items_classified, result.model_version = classify_pending(
-                db, settings, run_id, classifier,
-                (lambda d, t: on_stage("classifying", d, t)) if on_stage else None,
-            ) if classifier else (0, _version_of(classifier_folder, settings))
-            summariser_version = modelfolder.read_card(summariser_folder)["version"]
-            if store.flagged_items_without_summary(db, result.model_version, summariser_version):
-                summariser = modelfolder.load(summariser_folder, settings.device, settings.quantize,
-                                              settings.threads)
-                result.items_summarised = summarise_pending(
-                    db, settings, result.model_version, run_id, summariser,
-                    (lambda d, t: on_stage("summarising", d, t)) if on_stage else None,
-                )
+                db, settings, run_id, (lambda d, t: on_stage("classifying", d, t)) if on_stage else None,
+            )
+            result.items_summarised = summarise_pending(
+                db, settings, result.model_version, run_id,
+                (lambda d, t: on_stage("summarising", d, t)) if on_stage else None,
+            )
             items = store.items_since(db, after_item_id=since_item)
             if items or not previous or not previous.get("briefing"):
                 period = f"items stored since run {previous['id']}" if previous else "all stored items"
@@ -206,8 +209,3 @@ def run_nightly(settings: Settings, on_error: Callable[[str, str], None] | None 
             store.finish_run(db, run_id, "error", {}, result.failed, None, result.model_version, None)
             raise
         return result
-
-
-def _version_of(folder: Path, settings: Settings) -> str:
-    version = modelfolder.read_card(folder)["version"]
-    return version + ("+int8" if settings.quantize else "")

@@ -461,11 +461,6 @@ def runs(db, limit: int = 20) -> list[dict]:
     return out
 
 
-def run(db, run_id: int) -> dict | None:
-    row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
-    return dict(row) if row else None
-
-
 def last_successful_run(db) -> dict | None:
     row = db.execute(
         "SELECT * FROM runs WHERE status IN ('ok', 'failed-inputs') ORDER BY id DESC LIMIT 1"

@@ -71,11 +71,9 @@ def cut_to_words(sentence: str, limit: int) -> str:
     return head.rstrip(",;: ") + "…"
 
 
-def select(passages: list[str], scores: np.ndarray, resolution: str | None, max_words: int,
-           evidence: set[str] | None = None) -> list[str]:
+def select(passages: list[str], scores: np.ndarray, resolution: str | None, max_words: int) -> list[str]:
     """Greedy choice by score, no two near-duplicates, the resolution kept when it fits,
     returned in document order."""
-    evidence = evidence or set()
     order = sorted(range(len(passages)), key=lambda i: -scores[i])
     chosen: dict[int, str] = {}
     used = 0
@@ -120,7 +118,7 @@ def summarise_record(record: dict, passage_scores: np.ndarray, passages: list[st
     lifted = np.array([
         s + (0.35 if p in evidence else 0.0) for p, s in zip(passages, passage_scores)
     ])
-    chosen = select(passages, lifted, record.get("resolutions"), max_words, evidence)
+    chosen = select(passages, lifted, record.get("resolutions"), max_words)
     # Joined passages each end a sentence: a purpose line or bullet often has no full stop.
     briefing = " ".join(c if c.endswith((".", "!", "?", "…", ";", ":")) else c + "." for c in chosen).strip()
     is_fallback = False
