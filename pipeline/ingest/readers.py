@@ -140,9 +140,13 @@ def html_title(html: str) -> str | None:
 
 
 def pdf_to_text(data: bytes) -> str:
+    import logging
+
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError, PdfStreamError
 
+    # pypdf logs its repairs ("EOF marker not found"); the user gets our one line instead.
+    logging.getLogger("pypdf").setLevel(logging.ERROR)
     try:
         reader = PdfReader(io.BytesIO(data), strict=False)
         if reader.is_encrypted:
