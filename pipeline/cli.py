@@ -281,13 +281,16 @@ def train(
     """
     import time
 
-    from pipeline.train import TrainingArguments, train_classifier, train_summariser
+    from pipeline.train import TrainingArguments, read_labelled, train_classifier, train_summariser
 
     settings = settings_from(config, db=db, models_dir=models_dir)
     if if_missing and all(modelfolder.promoted_folder(settings.models_dir, k) for k in ("classifier", "summariser")):
         console.print(f"models already trained and promoted in {settings.models_dir}; nothing to do")
         return
     rows, names = _training_rows(settings, labels, store_labels)
+    # Items written from held-out wording (data/labelled/heldout/): thresholds are chosen there.
+    heldout = Path(settings.labelled_dir) / "heldout"
+    validation_rows = read_labelled([heldout]) if heldout.is_dir() else None
     args = TrainingArguments()
     if epochs is not None:
         args.epochs = epochs
@@ -297,10 +300,12 @@ def train(
     with user_errors():
         with progress_bar() as bar:
             task = bar.add_task("training classifier", total=None)
-            folder = train_classifier(rows, settings.models_dir, base, args, names, _train_progress(bar, task))
+            folder = train_classifier(rows, settings.models_dir, base, args, names, _train_progress(bar, task),
+                                      validation_rows)
         card = modelfolder.read_card(folder)
+        held = "items of held-out wording" if validation_rows else "held-out items"
         console.print(f"classifier {card['version']}: validation macro-F1 {card['metrics'].get('macro_f1')} "
-                      f"on {card['validation_rows']} held-out items, {card['training_seconds']:.0f} s")
+                      f"on {card['validation_rows']} {held}, {card['training_seconds']:.0f} s")
         if promote_first and not modelfolder.history(settings.models_dir, "classifier"):
             modelfolder.promote(settings.models_dir, "classifier", card["version"])
             console.print(f"promoted classifier {card['version']} (the first)")

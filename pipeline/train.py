@@ -240,7 +240,8 @@ def model_card_text(card: dict) -> str:
         f"- Arguments: {json.dumps(card['arguments'])}",
     ]
     if card.get("thresholds"):
-        lines.append(f"- Thresholds (chosen on the validation split): {json.dumps(card['thresholds'])}")
+        lines.append(f"- Thresholds (chosen on the validation items: {card.get('validation', 'a split')}): "
+                     f"{json.dumps(card['thresholds'])}")
     lines.append(f"- Validation metrics: {json.dumps(card.get('metrics', {}))}")
     lines += ["", "Load with `minutes classify --model THIS_FOLDER`; weights are safetensors."]
     return "\n".join(lines) + "\n"
@@ -251,8 +252,11 @@ def train_classifier(
     rows: list[dict], out_root: Path, base: Path | None = None,
     args: TrainingArguments | None = None, training_files: list[str] | None = None,
     on_step: Callable[[int, int, float], None] | None = None,
+    validation_rows: list[dict] | None = None,
 ) -> Path:
-    """Train, choose thresholds on a held-out split, save a model folder; returns the folder."""
+    """Train, choose thresholds on validation items, save a model folder; returns the folder.
+    Validation items are `validation_rows` when given (wording held out from training), else a
+    share of `rows` split off by the seed."""
     from pipeline.classify import classify_records
     from pipeline.evaluate import label_metrics
 
@@ -260,7 +264,10 @@ def train_classifier(
     base = Path(base) if base else modelfolder.packaged_base_model()
     started = time.perf_counter()
     prepared = [prepare(r) for r in rows]
-    train_rows, val_rows = split_rows(prepared, args.validation_share, args.seed)
+    if validation_rows:
+        train_rows, val_rows = prepared, [prepare(r) for r in validation_rows]
+    else:
+        train_rows, val_rows = split_rows(prepared, args.validation_share, args.seed)
     pairs = [p for row in train_rows for p in passage_targets(row)]
     if not pairs:
         raise DataError("no training passages: the labelled files are empty")
@@ -281,13 +288,15 @@ def train_classifier(
                      for i in range(len(val_rows))]
         metrics = label_metrics([r.get("labels") or [] for r in val_rows], predicted)
         metrics["validation_items"] = len(val_rows)
-    digest = data_hash(rows)
+    digest = data_hash(rows + list(validation_rows or []))
     version = new_version(digest)
     card = {
         "kind": "classifier", "version": version, "labels": list(LABELS),
         "thresholds": thresholds, "base_model": _base_name(base), "base_licence": _base_licence(base),
         "base_path": str(base), "data_hash": digest, "training_files": training_files or [],
         "training_rows": len(train_rows), "validation_rows": len(val_rows),
+        "validation": ("items written from wording held out of training" if validation_rows
+                       else f"{args.validation_share:.0%} of the training items, split by the seed"),
         "training_passages": len(pairs), "arguments": dataclasses.asdict(args),
         "metrics": metrics, "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "training_seconds": time.perf_counter() - started, "max_tokens": args.max_tokens,

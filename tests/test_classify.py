@@ -14,9 +14,15 @@ from pipeline.classify import aggregate, classify_records
 from pipeline.cli import app
 from pipeline.config import LABELS
 from pipeline.passages import item_passages
-from pipeline.train import TrainingArguments, passage_targets, prepare, train_classifier
+from pipeline.train import (
+    TrainingArguments,
+    passage_targets,
+    prepare,
+    read_labelled,
+    train_classifier,
+)
 
-from .conftest import SAMPLES, composed_rows
+from .conftest import REPO, SAMPLES, composed_rows
 
 runner = CliRunner()
 
@@ -82,6 +88,34 @@ def test_training_is_reproducible(tiny_base, tmp_path):
     b = modelfolder.read_card(train_classifier(rows, tmp_path / "b", tiny_base, args))
     assert a["data_hash"] == b["data_hash"]
     assert a["metrics"] == b["metrics"] and a["thresholds"] == b["thresholds"]
+
+
+def test_validation_items_use_wording_held_out_of_training(tiny_base, tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("compose", REPO / "data" / "labelled" / "compose.py")
+    compose = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compose)
+    train_pool, held_out_pool = compose.pools(held_out=False), compose.pools(held_out=True)
+    for label in LABELS:
+        assert train_pool["label"][label] and held_out_pool["label"][label]
+        assert not set(train_pool["label"][label]) & set(held_out_pool["label"][label])
+    assert not set(train_pool["near_miss"]) & set(held_out_pool["near_miss"])
+    # The shipped files are what compose.py writes from those pools.
+    held_out_rows = read_labelled([REPO / "data" / "labelled" / "heldout"])
+    assert {r["id"].split("-")[0] for r in held_out_rows} == {"heldout"}
+    training_text = "\n".join(r["text"] for r in composed_rows(2000))
+    shared = [template[:40].lower() for _, bank in train_pool["mixed"] for template in bank]
+    quoted = [e for r in held_out_rows for sentences in r["evidence"].values() for e in sentences]
+    assert len(quoted) > 100
+    # Only the few two-label sentences are shared; every other quoted sentence is new wording.
+    assert all(any(t in e.lower() for t in shared) for e in quoted if e in training_text)
+    # Training takes thresholds from the validation items given, and trains on all the rest.
+    args = TrainingArguments(epochs=1, batch_size=16, learning_rate=3e-4)
+    card = modelfolder.read_card(train_classifier(composed_rows(30), tmp_path, tiny_base, args,
+                                                  validation_rows=held_out_rows[:12]))
+    assert card["training_rows"] == 30 and card["validation_rows"] == 12
+    assert "held out" in card["validation"] and card["metrics"]["validation_items"] == 12
 
 
 def test_classify_command_labels_stored_items_once(model_env):

@@ -32,6 +32,21 @@ INTERVENTION = [
     "The Council remained subject to an improvement notice and the DfE adviser would continue to chair the Improvement Board.",
     "The report described the arrangements agreed with the Department for Education for the trust to take over delivery of children's services from {month} {year}.",
     "The commissioner's recommendations, accepted by the Secretary of State, included a new service delivery model and strengthened political oversight.",
+    "The Leader reported receipt of a letter from the Minister confirming that the Council would be issued with an improvement notice.",
+    "Under the terms of the notice, the Council must submit an improvement plan to the Department for Education by {date}.",
+    "The Secretary of State's letter of {date} confirmed the removal of the improvement notice.",
+    "The DfE had extended the improvement notice for a further twelve months because progress had been too slow.",
+    "The Council had been served with a direction under section 497A requiring it to comply with the commissioner's instructions.",
+    "The Children's Commissioner for the Council, appointed by the DfE, would report to the Minister within three months.",
+    "The DfE's six-month review of the improvement notice concluded that the Council was making satisfactory progress.",
+    "Members discussed the implications of the statutory direction for the governance of children's services.",
+    "The Department for Education had appointed an improvement adviser to work with the Council while the notice was in force.",
+    "Ministers had decided that children's social care would be run by an independent trust under a direction.",
+    "The notice to improve required the Council to reduce the number of children waiting for an assessment.",
+    "A further review by the DfE adviser was scheduled for {month} {year}, after which a decision on lifting the notice would be made.",
+    "The Improvement Board, established under the improvement notice and chaired by the DfE adviser, would continue to meet monthly.",
+    "officers were working to meet the conditions set by the Department for Education for the notice to be lifted.",
+    "The Secretary of State had decided that the direction should remain in force until the next full inspection.",
 ]
 
 INSPECTION = [
@@ -63,6 +78,34 @@ INSPECTION = [
     "The Lead Member was pleased to report that Ofsted had graded children's services as {judgement} overall.",
     "The inspection letter identified three areas for improvement, including the quality of supervision and the timeliness of assessments.",
     "CQC and Ofsted's joint inspection of the local area found that the experiences of children and young people with SEND were inconsistent.",
+    "the progress made against the post-inspection improvement plan agreed with Ofsted be noted.",
+    "The Committee reviewed progress against the action plan drawn up in response to the Ofsted inspection.",
+    "The revised improvement plan now included an action for each recommendation of the CIW report.",
+    "The recommendations made by Care Inspectorate Wales in its inspection report were being implemented.",
+    "CSSIW had inspected the Council's safeguarding and looked after children services in {month} {year}.",
+    "Following the area inspection, partners had to produce a Written Statement of Action for the DfE and Ofsted setting out how each weakness would be tackled.",
+    "The Written Statement of Action required after the SEND inspection had been accepted by Ofsted.",
+    "The inspection by Ofsted and the CQC of the local area's arrangements for children with SEND had taken place from {date}.",
+    "The report provided details of the outcome of the inspection of services for children with special educational needs and disabilities.",
+    "The Ofsted report following the inspection of {month} {year} was published on {date} and judged the service {judgement_lc}.",
+    "Ofsted's focused visit in {month} found that the timeliness of assessments had improved.",
+    "The monitoring visit in {month} {year} was the {ordinal} since the Council was judged inadequate.",
+    "The Youth Offending Service was inspected by HM Inspectorate of Probation and rated {judgement_lc}.",
+    "The Corporate Parenting Board noted that the Council's residential children's home had been judged {judgement_lc} at its latest Ofsted inspection.",
+    "Members considered the Council's response to the areas for improvement identified by Ofsted.",
+    "The post-inspection action plan had been submitted to Ofsted within the required 70 working days.",
+    "Care Inspectorate Wales found that the local authority needed to strengthen its oversight of care and support plans.",
+    "Ofsted concluded that the Council had made progress since the last inspection, although some areas still required improvement.",
+    "The findings of the joint targeted area inspection of the multi-agency response to child exploitation were presented.",
+    "The Panel noted the judgement of the Ofsted inspection of the Council's fostering service.",
+    "The inspection found significant concerns about the local area's SEND arrangements, so the Council and its health partners must send a Written Statement of Action to the DfE.",
+    "Ofsted and the CQC had judged the Written Statement of Action fit for purpose, and the DfE and NHS England would monitor it.",
+    "A SEND Improvement Board had been set up to drive the Written Statement of Action that followed the area inspection.",
+    "The local area was required to submit a written statement of action to Ofsted and the Department for Education within 70 working days of the inspection report.",
+    "Inspectors from Ofsted and the Care Quality Commission had visited the local area in {month} {year} to judge how well it met the needs of children with SEND.",
+    "The revisit by Ofsted and CQC concluded that the local area had not made sufficient progress, and an Accelerated Progress Plan would be monitored by the DfE.",
+    "The outcome of the area SEND inspection was that the local area partnership's arrangements typically led to positive experiences for children.",
+    "Progress on the actions in the Written Statement of Action was reviewed at the DfE monitoring meeting in {month}.",
 ]
 
 WORKFORCE = [
@@ -94,6 +137,21 @@ WORKFORCE = [
     "The number of social workers leaving within two years of qualifying remained a concern.",
     "Senior leadership churn had unsettled staff and affected the recruitment of permanent social workers.",
     "The service was unable to fill vacancies for educational psychologists, which was delaying EHC needs assessments.",
+    "An unstable workforce had been identified as a weakness in the service.",
+    "The ratio of permanent to agency staff was rated red on the performance dashboard.",
+    "Members were concerned that the national shortage of social workers was affecting the service.",
+    "The high level of caseloads meant that not all cases could be reviewed as often as required.",
+    "High turnover of staff in the safeguarding unit had caused delays.",
+    "The Director reported that recruitment to team manager posts remained difficult.",
+    "Agency social workers cost the Council significantly more than permanent staff.",
+    "{n_vacancy} of the service's social workers were agency staff, costing more than permanent employees.",
+    "Morale in the children's social work teams was affected by workload pressures.",
+    "Independent reviewing officers' caseloads remained well above the level recommended in the handbook.",
+    "The Council was struggling to recruit experienced child protection social workers.",
+    "A new workforce strategy aimed to reduce reliance on agency staff and improve retention.",
+    "Supervision records were not consistently up to date.",
+    "Members asked about the impact of staff sickness on the capacity of the children with disabilities team.",
+    "Interim managers continued to cover {n_small} senior posts in children's social care.",
 ]
 
 # Sentences that carry two labels at once (a finding about the workforce, a notice after a judgement).
@@ -249,6 +307,48 @@ NEAR_MISS = [
     "The caseload of the housing benefit team had been cleared of backlogs.",
     "The number of planning applications received had increased.",
     "Agency spend across the Council as a whole had fallen.",
+    "The Director thought inspectors might comment on the waiting times at a future visit, but did not expect this to affect a judgement.",
+    "Officers believed that Ofsted would expect to see evidence of this at the next inspection.",
+    "Ofsted had published a new inspection handbook for local authority children's services.",
+    "The annual conversation with Ofsted was due to take place in {month}.",
+    "Members asked whether the data would be shared with Ofsted.",
+    "The case audit programme followed the approach used by Ofsted inspectors.",
+    "The Council had not been inspected since the new framework was introduced.",
+    "It was noted that an inspection could happen at any time and the service needed to be ready.",
+    "The SEND improvement plan would be monitored by the Department for Education and NHS England.",
+    "The DfE had asked all councils to submit their sufficiency plans by {date}.",
+    "The Council would receive DfE funding to expand its family hubs.",
+    "The DfE's safety valve agreement required the Council to reduce its high needs deficit.",
+    "Representatives of the Department for Education attended the SEND Partnership Board as observers.",
+    "The children's services improvement plan had been refreshed to reflect the Council's new priorities.",
+    "The Improvement Board agreed a new set of performance measures for the front door.",
+    "The restructure of the fostering service into recruitment and support teams was intended to increase the number of carers.",
+    "The fostering team had struggled to recruit enough carers for older children.",
+    "Retention of foster carers had improved following the introduction of a new support package.",
+    "The number of approved adopters had fallen, and a new recruitment campaign was planned.",
+    "The shortage of foster carers was a national issue and the Council was competing with independent agencies.",
+    "Recruitment of volunteers for the mentoring scheme had been slower than expected.",
+    "The Panel noted the number of foster carer enquiries, assessments and approvals during the year.",
+    "Vacancies in the adult social work teams had increased the waiting list for assessments.",
+    "The CQC inspection of the Council's home care service for adults had identified staffing shortages.",
+    "Agency spend in the waste service had risen because of driver shortages.",
+    "The Council's libraries were struggling to recruit staff for weekend opening.",
+    "The Care Quality Commission's assessment of the Council's adult services rated it good.",
+    "The annual inspection of the Council's play areas had been completed.",
+    "The intensive family intervention project had worked with {n_small} families.",
+    "Early intervention had reduced the number of children entering care.",
+    "The Director felt that Ofsted would probably view the backlog as a concern if it was still there at the next visit.",
+    "Members were reassured that the matter would not in itself cause inspectors to judge the service poorly.",
+    "A councillor asked whether Ofsted would take account of the national shortage when it next inspected.",
+    "Officers said that inspectors tend to look closely at the quality of plans, so this was a focus of the audit programme.",
+    "The Head of Service commented that the issue was one Ofsted would be interested in rather than one that would lead to failure.",
+    "The Council expected to be inspected under the ILACS framework within the next year.",
+    "The service wanted to be ready to show Ofsted the difference the changes had made.",
+    "It was suggested that Ofsted might ask about the number of children placed out of area.",
+    "The Council was required to submit its high needs recovery plan to the Department for Education by {date}.",
+    "The DfE had asked the Council to provide a termly update on its SEND sufficiency plan.",
+    "The Improvement Board for SEND, chaired by the Director, reviewed the partnership's self-evaluation.",
+    "The Department for Education's regional team had been invited to the partnership's annual review.",
 ]
 
 # Titles (the line after "Agenda item"), each with the labels the title itself supports.
@@ -333,3 +433,123 @@ SURNAMES = ["Patel", "Hughes", "O'Brien", "Khan", "Davies", "Thompson", "Walsh",
 SCHOOLS = ["Oakfield Primary School", "St Mary's Church of England School", "Meadowbank Academy",
            "Hillside High School"]
 JUDGEMENTS = ["inadequate", "requires improvement to be good", "good", "outstanding"]
+
+
+# ---------------------------------------------------------------- generated variety
+# Hand-written sentences teach a model their exact words. These small grammars vary the wording
+# around the words that decide a label (a written statement of action answers an inspection even
+# when it goes to the DfE; a notice is intervention whoever reports it; "improved" is not an
+# inspection; foster carers are not staff), so the model must learn those words, not the rest.
+def _grammar(parts: list[list[str]], n: int, seed: int) -> list[str]:
+    import itertools
+    import random
+
+    combos = list(itertools.product(*parts))
+    random.Random(seed).shuffle(combos)
+    out = []
+    for combo in combos[:n]:
+        sentence = " ".join(p for p in combo if p).replace(" ,", ",")
+        out.append(sentence[0].upper() + sentence[1:] + ".")
+    return out
+
+
+INSPECTION_GENERATED = _grammar([
+    ["the local area", "the Council and the CCG", "the local authority and its health partners",
+     "partners in the local area", "the Council and the integrated care board", "the local area partnership"],
+    ["were required to", "must", "had been asked to", "would need to", "had to"],
+    ["submit", "produce", "send", "prepare and submit"],
+    ["a Written Statement of Action", "a joint Written Statement of Action", "a written statement of action (WSoA)"],
+    ["to Ofsted", "to the Department for Education", "to the Department for Education (DfE)",
+     "to Ofsted and the DfE", "to the DfE and NHS England", ""],
+    ["following the SEND inspection", "after the local area SEND inspection", "in response to the inspection findings",
+     "setting out how the areas of significant weakness would be addressed", "within 70 working days of the inspection report"],
+], 60, 1) + _grammar([
+    ["the improvement plan", "the action plan", "the post-inspection action plan",
+     "the revised Children's Services Improvement Plan", "the SEND improvement plan", "the practice improvement plan"],
+    ["responds to", "addresses", "incorporates", "takes forward", "was drawn up in response to", "tracks progress on"],
+    ["the recommendations of the Ofsted inspection", "the findings of the ILACS inspection",
+     "the areas for improvement identified by Ofsted", "the recommendations made by CIW",
+     "the recommendations of the CSSIW inspection report", "the findings of the focused visit",
+     "the priority actions in the monitoring visit letter", "the areas of weakness found by the SEND inspection"],
+    ["", "of {month} {year}"],
+], 60, 2)
+
+INTERVENTION_GENERATED = _grammar([
+    ["the Department for Education", "the DfE", "the Secretary of State", "the Minister for Children",
+     "the Secretary of State for Education"],
+    ["had issued an improvement notice to the Council", "had lifted the improvement notice",
+     "had extended the improvement notice", "had appointed a commissioner for children's services",
+     "had issued a statutory direction to the Council", "had revoked the statutory direction",
+     "had confirmed that the improvement notice would remain in place",
+     "had directed that children's services be transferred to a trust"],
+    ["", "following the inadequate judgement", "on {date}", "after reviewing the Council's progress", "in {month} {year}"],
+], 60, 3) + _grammar([
+    ["under the improvement notice,", "as required by the statutory direction,", "in line with the direction,",
+     "while the notice remains in force,"],
+    ["the Council must report progress to the DfE every six months",
+     "an Improvement Board chaired by the DfE adviser oversees the plan",
+     "the commissioner reports to the Minister on the Council's capacity",
+     "the DfE reviews progress against the notice at six-monthly meetings"],
+], 16, 4)
+
+NEAR_MISS_GENERATED = _grammar([
+    ["officers", "the Director", "the Service Director", "the Head of Service", "the Cabinet Member"],
+    ["thought that", "suggested that", "advised that", "believed that", "expected that"],
+    ["Ofsted would be likely to note the position at the next inspection",
+     "inspectors might comment on the caseloads at a future visit",
+     "Ofsted would look at this area when it next visited",
+     "the issue would be noted by Ofsted but would not lead to a poor judgement",
+     "the service would be ready for its next inspection",
+     "Ofsted would want to see evidence of impact at the next inspection"],
+], 30, 5) + _grammar([
+    ["a member", "Councillor {surname}", "members", "the Chair"],
+    ["asked", "enquired", "wanted to know"],
+    ["what the implications would be at an Ofsted inspection", "whether inspectors would criticise the delays",
+     "how the service would evidence its progress to Ofsted", "when Ofsted was next expected to visit",
+     "what Ofsted would make of the caseloads", "whether non-compliance would matter at an inspection"],
+], 30, 6) + _grammar([
+    ["the performance report", "the quality of the data", "the presentation of the scorecard",
+     "attendance at child protection conferences", "the timeliness of EHC plans", "school attendance",
+     "the format of the monitoring report", "the information provided to members"],
+    ["had improved considerably", "had improved since last year", "was improving",
+     "continued to improve", "had improved but further work was needed"],
+], 30, 7) + _grammar([
+    ["the Council", "the local authority", "the SEND partnership", "the Trust"],
+    ["was required to submit", "had submitted", "would send", "must return"],
+    ["its high needs recovery plan", "the annual SEND data return", "its sufficiency plan",
+     "a bid for capital funding", "its safety valve progress report", "the holiday activities grant return"],
+    ["to the Department for Education", "to the DfE", "to the Department for Education (DfE)"],
+], 30, 8) + _grammar([
+    ["the fostering service", "the service", "the Council", "the regional adoption agency"],
+    ["was struggling to recruit", "needed to recruit and retain more", "would restructure its teams to recruit more",
+     "had lost a number of", "was competing with independent agencies for"],
+    ["foster carers", "foster carers for teenagers", "adopters", "carers for sibling groups",
+     "supported lodgings hosts"],
+], 30, 9)
+
+# Resolutions that answer a named inspection are inspection outcomes too.
+INSPECTION_GENERATED += _grammar([
+    ["RESOLVED: that", "resolved that", "that"],
+    ["progress on", "the update on", "progress against", "the latest position on"],
+    ["the Ofsted improvement plan", "the post-inspection action plan", "the action plan following the focused visit",
+     "the improvement plan responding to the ILACS inspection", "the CIW inspection action plan",
+     "the Written Statement of Action"],
+    ["be noted", "be endorsed", "be approved", "be received"],
+], 40, 10)
+
+# Inspections of anything other than services for children: adults' care (CQC), buildings, roads.
+NEAR_MISS_GENERATED += _grammar([
+    ["the outcome of the CQC inspection of", "the Care Quality Commission's assessment of",
+     "the CQC's inspection report on", "the findings of the CQC review of"],
+    ["adult social care", "safeguarding adults", "the Council's learning disability services for adults",
+     "the reablement service", "older people's care homes", "the Council's home care service",
+     "services for adults with mental health needs"],
+    ["was presented to Cabinet", "was noted by members", "rated the service good",
+     "found areas requiring improvement", "judged the service to be performing well"],
+], 40, 11) + _grammar([
+    ["the annual inspection of", "the Health and Safety Executive's inspection of", "the fire safety inspection of",
+     "the food hygiene inspection of", "the structural inspection of"],
+    ["the highway network", "the depot", "council housing blocks", "school kitchens", "the leisure centre",
+     "the crematorium"],
+    ["was completed on time", "found no breaches", "identified minor defects", "was reported to the committee"],
+], 25, 12)

@@ -1,12 +1,15 @@
 """Compose the project's own labelled minutes items from the sentence banks in banks.py.
 
-Writes data/labelled/composed.jsonl in the gold format of ../shared/labelling-guide.md: each item has
-labels, verbatim evidence for every label, and (when flagged) a reference briefing of at most 60 words.
-Deterministic: the same seed writes the same file.  Run: python data/labelled/compose.py
+Writes data/labelled/composed.jsonl (training) and data/labelled/heldout/validation.jsonl (items
+made only of held-out templates, for thresholds and the model card's validation figures) in the gold
+format of ../shared/labelling-guide.md: each item has labels, verbatim evidence for every label, and
+(when flagged) a reference briefing of at most 60 words.
+Deterministic: the same seed writes the same files.  Run: python data/labelled/compose.py
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import re
@@ -17,15 +20,40 @@ sys.path.insert(0, str(Path(__file__).parent))
 import banks  # noqa: E402
 
 LABELS = ("intervention_notice", "inspection_outcome", "workforce_concern")
-BANK = {
-    "intervention_notice": banks.INTERVENTION,
-    "inspection_outcome": banks.INSPECTION,
-    "workforce_concern": banks.WORKFORCE,
-}
-MIXED = [
-    (("inspection_outcome", "workforce_concern"), banks.INSPECTION_WORKFORCE),
-    (("intervention_notice", "inspection_outcome"), banks.INTERVENTION_INSPECTION),
-]
+# Label-bearing and near-miss sentences are split by template: a fifth are held out and appear
+# only in the validation items (heldout/validation.jsonl). Thresholds chosen there, and the
+# validation figures on the model card, then measure wording the model never trained on, not
+# recall of its own templates.
+HELD_OUT_SHARE = 5  # one template in five
+
+
+def is_held_out(template: str) -> bool:
+    return int(hashlib.sha1(template.encode("utf-8")).hexdigest()[:8], 16) % HELD_OUT_SHARE == 0
+
+
+def pools(held_out: bool) -> dict:
+    def part(bank: list[str]) -> list[str]:
+        return [t for t in bank if is_held_out(t) == held_out]
+
+    return {
+        "label": {
+            "intervention_notice": part(banks.INTERVENTION),
+            "inspection_outcome": part(banks.INSPECTION),
+            "workforce_concern": part(banks.WORKFORCE),
+        },
+        "generated": {
+            "intervention_notice": part(banks.INTERVENTION_GENERATED),
+            "inspection_outcome": part(banks.INSPECTION_GENERATED),
+        },
+        "mixed": [
+            (("inspection_outcome", "workforce_concern"), banks.INSPECTION_WORKFORCE),
+            (("intervention_notice", "inspection_outcome"), banks.INTERVENTION_INSPECTION),
+        ],
+        "near_miss": part(banks.NEAR_MISS),
+        "near_miss_generated": part(banks.NEAR_MISS_GENERATED),
+    }
+
+
 # How minutes report what was said; the sentence keeps its words after the lead-in.
 LEAD_INS = [
     "", "", "", "", "It was noted that ", "The Director reported that ", "Members were informed that ",
@@ -71,7 +99,7 @@ def with_lead_in(sentence: str, rng: random.Random) -> str:
     return lead + sentence
 
 
-def compose_item(index: int, rng: random.Random) -> dict:
+def compose_item(index: int, rng: random.Random, pool: dict, prefix: str = "composed") -> dict:
     roll = rng.random()
     if roll < 0.42:
         wanted: tuple = ()
@@ -84,15 +112,21 @@ def compose_item(index: int, rng: random.Random) -> dict:
     evidence: dict[str, list[str]] = {}
     body: list[tuple[str, tuple]] = []
     for label in wanted:
-        for template in rng.sample(BANK[label], rng.choice([1, 1, 2, 2, 3])):
+        bank = pool["label"][label]
+        for template in rng.sample(bank, min(len(bank), rng.choice([1, 1, 2, 2, 3]))):
+            # A share from the generated variety, where the label has one.
+            if label in pool["generated"] and rng.random() < 0.3:
+                template = rng.choice(pool["generated"][label])
             body.append((fill(template, rng), (label,)))
-    for labels, bank in MIXED:
+    for labels, bank in pool["mixed"]:
         if set(labels) <= set(wanted) and rng.random() < 0.4:
             body.append((fill(rng.choice(bank), rng), labels))
     n_other = rng.randint(2, 7)
     near_share = 0.6 if not wanted else 0.3
     for _ in range(n_other):
-        bank = banks.NEAR_MISS if rng.random() < near_share else banks.NEUTRAL
+        bank = pool["near_miss"] if rng.random() < near_share else banks.NEUTRAL
+        if bank is pool["near_miss"] and rng.random() < 0.4:
+            bank = pool["near_miss_generated"]
         body.append((fill(rng.choice(bank), rng), ()))
     rng.shuffle(body)
     body = [(with_lead_in(s, rng), labels) for s, labels in body]
@@ -113,7 +147,7 @@ def compose_item(index: int, rng: random.Random) -> dict:
     text = render(title, purpose, body, resolution, committee, rng)
     labels = [label for label in LABELS if label in evidence]
     item = {
-        "id": f"composed-{index:04d}", "source": "data/labelled/compose.py", "council": council,
+        "id": f"{prefix}-{index:04d}", "source": "data/labelled/compose.py", "council": council,
         "meeting": committee, "date": None, "title": title, "text": text, "labels": labels,
         "evidence": {label: evidence[label][:3] for label in labels},
         "briefing": briefing(committee, title, body, resolution) if labels else None,
@@ -174,13 +208,17 @@ def briefing(committee, title, body, resolution) -> str:
     return " ".join(out)
 
 
-def main(n: int = 1100, seed: int = 7) -> None:
+def main(n: int = 1100, n_validation: int = 240, seed: int = 7) -> None:
     rng = random.Random(seed)
-    path = Path(__file__).parent / "composed.jsonl"
-    with path.open("w", encoding="utf-8") as handle:
-        for i in range(n):
-            handle.write(json.dumps(compose_item(i, rng), ensure_ascii=False) + "\n")
-    print(f"wrote {n} items to {path}")
+    here = Path(__file__).parent
+    train_pool, held_out_pool = pools(held_out=False), pools(held_out=True)
+    (here / "heldout").mkdir(exist_ok=True)
+    for path, count, pool, prefix in [(here / "composed.jsonl", n, train_pool, "composed"),
+                                      (here / "heldout" / "validation.jsonl", n_validation, held_out_pool, "heldout")]:
+        with path.open("w", encoding="utf-8") as handle:
+            for i in range(count):
+                handle.write(json.dumps(compose_item(i, rng, pool, prefix), ensure_ascii=False) + "\n")
+        print(f"wrote {count} items to {path}")
 
 
 if __name__ == "__main__":
