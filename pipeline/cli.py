@@ -303,9 +303,8 @@ def train(
             folder = train_classifier(rows, settings.models_dir, base, args, names, _train_progress(bar, task),
                                       validation_rows)
         card = modelfolder.read_card(folder)
-        held = "items of held-out wording" if validation_rows else "held-out items"
         console.print(f"classifier {card['version']}: validation macro-F1 {card['metrics'].get('macro_f1')} "
-                      f"on {card['validation_rows']} {held}, {card['training_seconds']:.0f} s")
+                      f"on {card['validation_rows']} {card['validation']}, {card['training_seconds']:.0f} s")
         if promote_first and not modelfolder.history(settings.models_dir, "classifier"):
             modelfolder.promote(settings.models_dir, "classifier", card["version"])
             console.print(f"promoted classifier {card['version']} (the first)")

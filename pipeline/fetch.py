@@ -140,22 +140,26 @@ class PoliteClient:
 
 
 # ---------------------------------------------------------------- listings
+def _service_records(client: PoliteClient, path: str, tag: str) -> list[dict] | None:
+    """The `tag` records of a ModernGov web-service answer, each as {field: text}; None when the
+    service is absent or answers with something else (the caller falls back to the HTML pages)."""
+    try:
+        page = client.get(path)
+        if page.status != 200 or f"<{tag}".encode() not in page.content.lower():
+            return None
+        root = ET.fromstring(page.content)
+    except (FetchError, ET.ParseError):
+        return None
+    return [{_local(c.tag): (c.text or "").strip() for c in node}
+            for node in root.iter() if _local(node.tag) == tag]
+
+
 def committees(client: PoliteClient) -> list[dict]:
     """[{"id", "title"}]: from the web service, else from mgListCommittees.aspx."""
-    try:
-        page = client.get("mgWebService.asmx/GetCommittees?lCommitteeType=0")
-        if page.status == 200 and b"<committee" in page.content.lower():
-            root = ET.fromstring(page.content)
-            found = []
-            for node in root.iter():
-                if _local(node.tag) == "committee":
-                    values = {_local(c.tag): (c.text or "").strip() for c in node}
-                    if values.get("committeeid"):
-                        found.append({"id": values["committeeid"], "title": values.get("committeetitle", "")})
-            if found:
-                return found
-    except (FetchError, ET.ParseError):
-        pass
+    records = _service_records(client, "mgWebService.asmx/GetCommittees?lCommitteeType=0", "committee") or []
+    found = [{"id": r["committeeid"], "title": r.get("committeetitle", "")} for r in records if r.get("committeeid")]
+    if found:
+        return found
     page = client.get("mgListCommittees.aspx")
     if page.status != 200:
         raise FetchError(f"{page.url}: HTTP {page.status} for the committee list")
@@ -172,21 +176,13 @@ def meetings(client: PoliteClient, committee_id: str, since: date | None) -> lis
     """[{"id", "date", "url"}] of a committee's meetings (one listing request)."""
     start = (since or date(2000, 1, 1)).strftime("%d/%m/%Y")
     end = date.today().strftime("%d/%m/%Y")
-    try:
-        page = client.get(f"mgWebService.asmx/GetMeetings?lCommitteeId={committee_id}"
-                          f"&sFromDate={start}&sToDate={end}")
-        if page.status == 200 and b"<meeting" in page.content.lower():
-            root = ET.fromstring(page.content)
-            found = []
-            for node in root.iter():
-                if _local(node.tag) == "meeting":
-                    values = {_local(c.tag): (c.text or "").strip() for c in node}
-                    if values.get("meetingid"):
-                        found.append({"id": values["meetingid"], "date": parse_date(values.get("meetingdate", "")[:10]),
-                                      "url": f"ieListDocuments.aspx?CId={committee_id}&MId={values['meetingid']}"})
-            return [m for m in found if not since or not m["date"] or m["date"] >= since.isoformat()]
-    except (FetchError, ET.ParseError):
-        pass
+    records = _service_records(client, f"mgWebService.asmx/GetMeetings?lCommitteeId={committee_id}"
+                                        f"&sFromDate={start}&sToDate={end}", "meeting")
+    if records is not None:
+        found = [{"id": r["meetingid"], "date": parse_date(r.get("meetingdate", "")[:10]),
+                  "url": f"ieListDocuments.aspx?CId={committee_id}&MId={r['meetingid']}"}
+                 for r in records if r.get("meetingid")]
+        return [m for m in found if not since or not m["date"] or m["date"] >= since.isoformat()]
     page = client.get(f"mgCommitteeDetails.aspx?ID={committee_id}")
     if page.status != 200:
         raise FetchError(f"{page.url}: HTTP {page.status} for the meetings list")

@@ -296,7 +296,7 @@ def train_classifier(
         "base_path": str(base), "data_hash": digest, "training_files": training_files or [],
         "training_rows": len(train_rows), "validation_rows": len(val_rows),
         "validation": ("items written from wording held out of training" if validation_rows
-                       else f"{args.validation_share:.0%} of the training items, split by the seed"),
+                       else f"items split off the training data by the seed ({args.validation_share:.0%})"),
         "training_passages": len(pairs), "arguments": dataclasses.asdict(args),
         "metrics": metrics, "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "training_seconds": time.perf_counter() - started, "max_tokens": args.max_tokens,

@@ -6,6 +6,9 @@ search gets wrong (early intervention, foster-carer recruitment, adult CQC inspe
 inspections, thanks to staff, Ofsted named in passing, inspections not yet held).
 """
 
+import itertools
+import random
+
 INTERVENTION = [
     "The Department for Education issued an improvement notice to the Council on {date} following the {judgement_lc} judgement.",
     "The Minister of State had written to the Leader confirming that the improvement notice would remain in place for a further six months.",
@@ -441,9 +444,6 @@ JUDGEMENTS = ["inadequate", "requires improvement to be good", "good", "outstand
 # when it goes to the DfE; a notice is intervention whoever reports it; "improved" is not an
 # inspection; foster carers are not staff), so the model must learn those words, not the rest.
 def _grammar(parts: list[list[str]], n: int, seed: int) -> list[str]:
-    import itertools
-    import random
-
     combos = list(itertools.product(*parts))
     random.Random(seed).shuffle(combos)
     out = []
@@ -472,7 +472,14 @@ INSPECTION_GENERATED = _grammar([
      "the recommendations of the CSSIW inspection report", "the findings of the focused visit",
      "the priority actions in the monitoring visit letter", "the areas of weakness found by the SEND inspection"],
     ["", "of {month} {year}"],
-], 60, 2)
+], 60, 2) + _grammar([  # resolutions that answer a named inspection
+    ["RESOLVED: that", "resolved that", "that"],
+    ["progress on", "the update on", "progress against", "the latest position on"],
+    ["the Ofsted improvement plan", "the post-inspection action plan", "the action plan following the focused visit",
+     "the improvement plan responding to the ILACS inspection", "the CIW inspection action plan",
+     "the Written Statement of Action"],
+    ["be noted", "be endorsed", "be approved", "be received"],
+], 40, 10)
 
 INTERVENTION_GENERATED = _grammar([
     ["the Department for Education", "the DfE", "the Secretary of State", "the Minister for Children",
@@ -525,20 +532,7 @@ NEAR_MISS_GENERATED = _grammar([
      "had lost a number of", "was competing with independent agencies for"],
     ["foster carers", "foster carers for teenagers", "adopters", "carers for sibling groups",
      "supported lodgings hosts"],
-], 30, 9)
-
-# Resolutions that answer a named inspection are inspection outcomes too.
-INSPECTION_GENERATED += _grammar([
-    ["RESOLVED: that", "resolved that", "that"],
-    ["progress on", "the update on", "progress against", "the latest position on"],
-    ["the Ofsted improvement plan", "the post-inspection action plan", "the action plan following the focused visit",
-     "the improvement plan responding to the ILACS inspection", "the CIW inspection action plan",
-     "the Written Statement of Action"],
-    ["be noted", "be endorsed", "be approved", "be received"],
-], 40, 10)
-
-# Inspections of anything other than services for children: adults' care (CQC), buildings, roads.
-NEAR_MISS_GENERATED += _grammar([
+], 30, 9) + _grammar([  # inspections of anything but children's services: adults' care, buildings, roads
     ["the outcome of the CQC inspection of", "the Care Quality Commission's assessment of",
      "the CQC's inspection report on", "the findings of the CQC review of"],
     ["adult social care", "safeguarding adults", "the Council's learning disability services for adults",
