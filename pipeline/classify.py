@@ -11,37 +11,8 @@ from collections.abc import Callable
 import numpy as np
 
 from pipeline.config import LABELS
+from pipeline.inference import score_texts
 from pipeline.passages import item_passages
-
-
-def encode_batches(tokenizer, texts: list[str], batch_size: int, max_tokens: int):
-    """One tokenizer pass, then length-sorted batches with dynamic padding: short passages are
-    not padded to the longest passage of the whole run. Yields (indices, padded batch)."""
-    encoded = tokenizer(texts, truncation=True, max_length=max_tokens)
-    order = sorted(range(len(texts)), key=lambda i: len(encoded["input_ids"][i]))
-    for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
-        features = [{k: encoded[k][i] for k in encoded.keys()} for i in chunk]
-        yield chunk, tokenizer.pad(features, return_tensors="pt")
-
-
-def score_texts(loaded, texts: list[str], batch_size: int = 64, max_tokens: int = 128,
-                device: str = "cpu", on_batch: Callable[[int], None] | None = None) -> np.ndarray:
-    """Sigmoid probabilities, shape (len(texts), number of model outputs)."""
-    import torch
-
-    n_out = loaded.model.config.num_labels
-    scores = np.zeros((len(texts), n_out), dtype=np.float32)
-    if not texts:
-        return scores
-    with torch.inference_mode():
-        for chunk, batch in encode_batches(loaded.tokenizer, texts, batch_size, max_tokens):
-            batch = {k: v.to(device) for k, v in batch.items()}
-            logits = loaded.model(**batch).logits.float()
-            scores[chunk] = torch.sigmoid(logits).cpu().numpy()
-            if on_batch:
-                on_batch(len(chunk))
-    return scores
 
 
 def aggregate(passages: list[str], passage_scores: np.ndarray, thresholds: dict[str, float],
@@ -63,7 +34,7 @@ def aggregate(passages: list[str], passage_scores: np.ndarray, thresholds: dict[
     return {"labels": labels, "scores": scores, "evidence": evidence}
 
 
-def classify_records(loaded, records: list[dict], batch_size: int = 64, max_tokens: int = 128,
+def classify_records(loaded, records: list[dict], batch_size: int = 32, max_tokens: int = 128,
                      device: str = "cpu", evidence_per_label: int = 3,
                      on_batch: Callable[[int], None] | None = None) -> list[dict]:
     """Records {"id", "title"?, "text", "is_procedural"?} -> predictions

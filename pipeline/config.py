@@ -47,7 +47,7 @@ class Settings:
     # apply to items classified from now on (`minutes classify --all` re-labels the rest).
     thresholds: dict[str, float] = field(default_factory=dict)
     recipients_title: str = "Director of Children's Services"
-    batch_size: int = 64
+    batch_size: int = 32
     max_passage_tokens: int = 128
     threads: int = 2
     device: str = "cpu"

@@ -134,12 +134,12 @@ def body_passages(record: dict) -> list[str]:
     return passages[1:] if record.get("title") and passages else passages
 
 
-def summarise_records(loaded, records: list[dict], batch_size: int = 64, max_tokens: int = 128,
+def summarise_records(loaded, records: list[dict], batch_size: int = 32, max_tokens: int = 128,
                       device: str = "cpu", max_words: int = 60,
                       on_batch: Callable[[int], None] | None = None) -> list[dict]:
     """Records {"id", "title", "text", "resolutions"?, "evidence"?} -> {"id", "briefing",
     "is_fallback"}, scoring every sentence of the batch in one pass."""
-    from pipeline.classify import score_texts
+    from pipeline.inference import score_texts
 
     per_item = [body_passages(r) for r in records]
     flat = [p for passages in per_item for p in passages]

@@ -81,6 +81,35 @@ def test_tiny_model_round_trip(tiny_models):
     assert alone["scores"] == pytest.approx(predictions[0]["scores"], abs=1e-4)
 
 
+@pytest.mark.parametrize("quantize", [False, True])
+def test_fast_forward_gives_the_models_own_scores(tiny_models, quantize):
+    import torch
+
+    from pipeline.inference import PooledBertForward, encode_batches, score_texts
+
+    loaded = modelfolder.load(modelfolder.promoted_folder(tiny_models, "classifier"), quantize=quantize)
+    texts = [p for r in composed_rows(8, offset=900) for p in item_passages(r["text"], r.get("title"))]
+    assert PooledBertForward.applies_to(loaded.model)
+    forward = PooledBertForward(loaded.model)
+    with torch.inference_mode():
+        for _, batch in encode_batches(loaded.tokenizer, texts, 16, 128):
+            assert batch["attention_mask"].min() == 0  # padding is present and masked
+            assert torch.allclose(forward(**batch), loaded.model(**batch).logits, atol=1e-5)
+    # One batch per core, or one thread over all: the same scores, in the texts' order.
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        shared = score_texts(loaded, texts, batch_size=8)
+        assert torch.get_num_threads() == 2
+        torch.set_num_threads(1)
+        single = score_texts(loaded, texts, batch_size=64)
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_allclose(shared, single, atol=1e-5)
+    one_by_one = np.vstack([score_texts(loaded, [t], batch_size=1) for t in texts[:5]])
+    np.testing.assert_allclose(shared[:5], one_by_one, atol=1e-5)
+
+
 def test_training_is_reproducible(tiny_base, tmp_path):
     rows = composed_rows(40)
     args = TrainingArguments(epochs=1, batch_size=16, learning_rate=3e-4, validation_share=0.2)
