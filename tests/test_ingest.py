@@ -91,6 +91,8 @@ def test_bad_inputs_fail_one_by_one_and_the_rest_is_stored(tmp_path, env):
     (tmp_path / "in" / "truncated.pdf").write_bytes(pdf[: len(pdf) // 3])
     (tmp_path / "in" / "nominutes.html").write_text(
         "<html><head><script>alert(1)</script></head><body><nav>Home</nav></body></html>")
+    # A UTF-16 export cut off mid-character.
+    (tmp_path / "in" / "utf16cut.txt").write_bytes("Agenda item\n\nMinutes:\n\nNoted.".encode("utf-16")[:-1])
     huge = tmp_path / "in" / "huge.txt"
     with huge.open("wb") as handle:
         handle.truncate(50 * 1024 * 1024)  # sparse: 50 MB without writing 50 MB
@@ -102,7 +104,9 @@ def test_bad_inputs_fail_one_by_one_and_the_rest_is_stored(tmp_path, env):
     result, report = ingest_json(env, tmp_path / "in")
     assert result.exit_code == 1
     errors = {f["path"].rsplit("/", 1)[-1]: f["error"] for f in report["failed"]}
-    assert set(errors) == {"empty.txt", "binary.txt", "truncated.pdf", "nominutes.html", "huge.txt"}
+    assert set(errors) == {"empty.txt", "binary.txt", "truncated.pdf", "nominutes.html", "huge.txt",
+                           "utf16cut.txt"}
+    assert "UTF-16" in errors["utf16cut.txt"]
     assert errors["empty.txt"] == "empty file"
     assert "binary" in errors["binary.txt"]
     assert "PDF" in errors["truncated.pdf"]

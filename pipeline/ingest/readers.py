@@ -60,7 +60,10 @@ def decode_text(data: bytes) -> str:
     Latin-1, which never fails. Text with NUL bytes or mostly control characters is binary."""
     if b"\x00" in data[:65536]:
         if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-            return _check_text(data.decode("utf-16"))
+            try:
+                return _check_text(data.decode("utf-16"))
+            except UnicodeDecodeError as exc:
+                raise InputError(f"truncated or damaged UTF-16 text ({exc.reason})") from None
         raise InputError("binary file, not text (contains NUL bytes)")
     for encoding in ("utf-8-sig", "cp1252", "latin-1"):
         try:
