@@ -62,7 +62,3 @@ def classify_records(loaded, records: list[dict], batch_size: int = 32, max_toke
         out.append({"id": record["id"], **result})
     return out
 
-
-def count_passages(records: list[dict]) -> int:
-    return sum(len(item_passages(r["text"], r.get("title"))) for r in records
-               if not r.get("is_procedural"))
