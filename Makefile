@@ -37,7 +37,7 @@ test: install browser
 	$(PY) -m pytest -q
 
 bench: install model
-	$(PY) -m pipeline.bench
+	$(PY) -m pipeline.bench --int8
 
 lint: install
 	$(VENV)/bin/ruff check pipeline tests benchmarks

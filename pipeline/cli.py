@@ -327,7 +327,7 @@ def classify(
     config: ConfigOption = None,
     model: ModelOption = None,
     reclassify_all: Annotated[bool, typer.Option("--all", help="Re-label every current item, not only new ones.")] = False,
-    quantize: Annotated[Optional[bool], typer.Option("--int8/--fp32", help="int8 dynamic quantisation on CPU.")] = None,
+    quantize: Annotated[Optional[bool], typer.Option("--int8/--fp32", help="int8 on CPU (smoothed, per-channel; items near a threshold are scored again in fp32).")] = None,
 ):
     """Label stored items not yet labelled by the current model, in batches, with evidence.
 

@@ -51,6 +51,7 @@ class Settings:
     max_passage_tokens: int = 128
     threads: int = 2
     device: str = "cpu"
+    # int8 on CPU: smoothed, per-channel, close calls scored again in fp32 (README, Measuring).
     quantize: bool = False
     max_file_mb: float = 20.0
     evidence_per_label: int = 3

@@ -117,6 +117,9 @@ class LoadedModel:
     card: dict
     tokenizer: object
     model: object
+    # With int8, the same weights in fp32: passages whose int8 scores sit near a threshold are
+    # scored again on it (classify.recheck_near_thresholds), so int8 never decides a close call.
+    reference: object | None = None
 
     @property
     def version(self) -> str:
@@ -143,10 +146,18 @@ def load(folder: Path, device: str = "cpu", quantize: bool = False, threads: int
         folder, local_files_only=True, use_safetensors=True
     )
     model.eval()
+    reference = None
     if quantize and device == "cpu":
-        # Only the encoder's layers: the small pooler and head cost nothing and, quantised,
-        # move the scores the thresholds were chosen on.
-        encoder = model.base_model.encoder
-        torch.ao.quantization.quantize_dynamic(encoder, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+        import copy
+
+        from safetensors.torch import load_file
+
+        from pipeline.inference import ACTIVATION_RANGES, quantize_int8
+
+        if not (folder / ACTIVATION_RANGES).is_file():
+            raise ModelError(f"{folder}: no {ACTIVATION_RANGES}, which int8 is calibrated on "
+                             "(models trained before int8 smoothing lack it): retrain, or run without --int8")
+        reference = copy.deepcopy(model)
+        quantize_int8(model, load_file(folder / ACTIVATION_RANGES))
     model.to(device)
-    return LoadedModel(folder, card, tokenizer, model)
+    return LoadedModel(folder, card, tokenizer, model, reference)

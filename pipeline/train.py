@@ -25,6 +25,10 @@ from pipeline.ingest.readers import normalise
 from pipeline.ingest.split import split_document
 from pipeline.passages import item_passages, overlaps
 
+# Training passages (every k-th) the int8 activation ranges are measured on: enough to see each
+# channel's outliers, a few seconds of forward passes.
+CALIBRATION_PASSAGES = 2000
+
 
 @dataclass
 class TrainingArguments:
@@ -219,12 +223,19 @@ def new_version(data_digest: str) -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S") + "-" + data_digest[:6]
 
 
-def save_folder(folder: Path, model, tokenizer, card: dict) -> None:
-    """Write into a temporary folder, then rename: a killed run leaves no half model."""
+def save_folder(folder: Path, model, tokenizer, card: dict, calibration_texts: list[str]) -> None:
+    """Write into a temporary folder, then rename: a killed run leaves no half model. Beside the
+    weights go the activation ranges int8 is calibrated on, measured on `calibration_texts`."""
+    from safetensors.torch import save_file
+
+    from pipeline.inference import ACTIVATION_RANGES, activation_ranges
+
     tmp = folder.with_name(folder.name + ".partial")
     tmp.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
+    save_file(activation_ranges(model, tokenizer, calibration_texts, max_tokens=card["max_tokens"]),
+              tmp / ACTIVATION_RANGES)
     (tmp / modelfolder.CARD).write_text(json.dumps(card, indent=2), encoding="utf-8")
     (tmp / "README.md").write_text(model_card_text(card), encoding="utf-8")
     tmp.rename(folder)
@@ -302,7 +313,7 @@ def train_classifier(
         "training_seconds": time.perf_counter() - started, "max_tokens": args.max_tokens,
     }
     folder = modelfolder.kind_dir(out_root, "classifier") / version
-    save_folder(folder, model, tokenizer, card)
+    save_folder(folder, model, tokenizer, card, texts[::max(1, len(texts) // CALIBRATION_PASSAGES)])
     return folder
 
 
@@ -362,5 +373,5 @@ def train_summariser(
         "training_seconds": time.perf_counter() - started, "max_tokens": args.max_tokens,
     }
     folder = modelfolder.kind_dir(out_root, "summariser") / version
-    save_folder(folder, model, tokenizer, card)
+    save_folder(folder, model, tokenizer, card, texts[::max(1, len(texts) // CALIBRATION_PASSAGES)])
     return folder

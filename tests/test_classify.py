@@ -110,6 +110,37 @@ def test_fast_forward_gives_the_models_own_scores(tiny_models, quantize):
     np.testing.assert_allclose(shared[:5], one_by_one, atol=1e-5)
 
 
+def test_int8_is_close_to_fp32_and_close_calls_are_decided_in_fp32(tiny_models, tmp_path):
+    import shutil
+
+    import torch
+
+    from pipeline.inference import ACTIVATION_RANGES
+
+    folder = modelfolder.promoted_folder(tiny_models, "classifier")
+    fp32 = modelfolder.load(folder)
+    int8 = modelfolder.load(folder, quantize=True)
+    assert int8.reference is not None and fp32.reference is None
+    records = [prepare(r) for r in composed_rows(12, offset=900)]
+    exact = classify_records(fp32, records)
+    screened = classify_records(int8, records, recheck_logits=0.0)  # int8 alone
+    rechecked = classify_records(int8, records, recheck_logits=1e9)  # every item scored again in fp32
+    differences = [abs(a["scores"][l] - b["scores"][l]) for a, b in zip(exact, screened) for l in LABELS]
+    assert max(differences) < 0.05  # smoothing keeps int8 near fp32
+    int8_layers = [m for m in int8.model.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
+    assert len(int8_layers) == 2 * (3 + 1 + 1) + 1 + 2  # per layer q, k, v, attention out,
+    # feed-forward in; feed-forward out in the upper half; and the fused q/k/v of each layer
+    for a, b in zip(exact, rechecked):
+        assert b["labels"] == a["labels"] and b["evidence"] == a["evidence"]
+        assert b["scores"] == pytest.approx(a["scores"], abs=1e-5)
+    # int8 is calibrated on ranges saved beside the weights; a folder without them is refused.
+    bare = tmp_path / folder.name
+    shutil.copytree(folder, bare)
+    (bare / ACTIVATION_RANGES).unlink()
+    with pytest.raises(modelfolder.ModelError, match=ACTIVATION_RANGES):
+        modelfolder.load(bare, quantize=True)
+
+
 def test_training_is_reproducible(tiny_base, tmp_path):
     rows = composed_rows(40)
     args = TrainingArguments(epochs=1, batch_size=16, learning_rate=3e-4, validation_share=0.2)
