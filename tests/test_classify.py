@@ -141,6 +141,28 @@ def test_int8_is_close_to_fp32_and_close_calls_are_decided_in_fp32(tiny_models, 
         modelfolder.load(bare, quantize=True)
 
 
+def test_int8_recheck_scores_again_only_the_close_calls(tiny_models):
+    from pipeline.classify import recheck_near_thresholds
+    from pipeline.inference import score_texts
+
+    folder = modelfolder.promoted_folder(tiny_models, "classifier")
+    int8 = modelfolder.load(folder, quantize=True)
+    passages = [p for r in composed_rows(2, offset=900) for p in item_passages(r["text"], r.get("title"))][:5]
+    probability = lambda logit: 1 / (1 + np.exp(-logit))  # noqa: E731
+    # First label only; the others are far below their thresholds (0.5, logit 0).
+    logits = np.array([[0.5, -0.2, -5.0, 3.0, 0.3]]).T
+    scores = np.hstack([probability(logits), np.full((5, 2), probability(-9.0))]).astype(np.float32)
+    spans = [(0, 3, False), None, (3, 2, False)]  # item A: passages 0-2; a procedural item; item B: 3-4
+    given = scores.copy()
+    rescored = recheck_near_thresholds(int8, passages, scores, spans, {l: 0.5 for l in LABELS}, 1.0, 8, 128, "cpu")
+    # Item A's best (0.5) is a close call: its passages within the margin (0 and 1) get fp32
+    # scores; passage 2 is clearly below. Item B's best (3.0) is clearly above: nothing changes.
+    assert rescored == 2
+    fp32 = score_texts(modelfolder.load(folder), passages[:2])
+    np.testing.assert_allclose(scores[:2], fp32, atol=1e-5)
+    np.testing.assert_array_equal(scores[2:], given[2:])
+
+
 def test_training_is_reproducible(tiny_base, tmp_path):
     rows = composed_rows(40)
     args = TrainingArguments(epochs=1, batch_size=16, learning_rate=3e-4, validation_share=0.2)
