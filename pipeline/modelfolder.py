@@ -157,7 +157,8 @@ def load(folder: Path, device: str = "cpu", quantize: bool = False, threads: int
         if not (folder / ACTIVATION_RANGES).is_file():
             raise ModelError(f"{folder}: no {ACTIVATION_RANGES}, which int8 is calibrated on "
                              "(models trained before int8 smoothing lack it): retrain, or run without --int8")
-        reference = copy.deepcopy(model)
+        if card.get("thresholds"):  # only a model with thresholds has close calls to recheck
+            reference = copy.deepcopy(model)
         quantize_int8(model, load_file(folder / ACTIVATION_RANGES))
     model.to(device)
     return LoadedModel(folder, card, tokenizer, model, reference)

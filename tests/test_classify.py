@@ -121,6 +121,8 @@ def test_int8_is_close_to_fp32_and_close_calls_are_decided_in_fp32(tiny_models, 
     fp32 = modelfolder.load(folder)
     int8 = modelfolder.load(folder, quantize=True)
     assert int8.reference is not None and fp32.reference is None
+    summariser = modelfolder.load(modelfolder.promoted_folder(tiny_models, "summariser"), quantize=True)
+    assert summariser.reference is None  # no thresholds, no close calls: no fp32 copy kept
     records = [prepare(r) for r in composed_rows(12, offset=900)]
     exact = classify_records(fp32, records)
     screened = classify_records(int8, records, recheck_logits=0.0)  # int8 alone
