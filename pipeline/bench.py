@@ -168,7 +168,7 @@ def run(n: int, device: str, use_int8: bool, rounds: int = 3) -> dict:
     started = time.perf_counter()
     loaded = modelfolder.load(folder, device, quantize=use_int8 and device == "cpu")
     results["model_load_s"] = round(time.perf_counter() - started, 3)
-    fp32 = modelfolder.load(folder, device) if use_int8 else loaded
+    fp32 = loaded.fp32()  # int8 keeps its fp32 weights for close calls: the same, not loaded twice
 
     # Warm both paths up (first calls allocate and pick kernels) so N and 4N compare fairly.
     classify_records(loaded, records[:16], device=device)

@@ -33,8 +33,6 @@ def recheck_near_thresholds(loaded, passages: list[str], scores: np.ndarray, spa
     the margin, every other decision is already fp32's: an item whose best passage is clearly
     above (or below) stays so, and a passage clearly below cannot reach the threshold. So an
     item's labels are those fp32 gives. Returns how many passages were scored again."""
-    from pipeline.modelfolder import LoadedModel
-
     limits = _logit(np.array([thresholds[label] for label in LABELS]))
     logits = _logit(scores)
     close: list[int] = []
@@ -47,8 +45,7 @@ def recheck_near_thresholds(loaded, passages: list[str], scores: np.ndarray, spa
         near = (np.abs(item - limits) < margin) & undecided
         close += (start + np.flatnonzero(near.any(axis=1))).tolist()
     if close:
-        fp32 = LoadedModel(loaded.folder, loaded.card, loaded.tokenizer, loaded.reference)
-        scores[close] = score_texts(fp32, [passages[i] for i in close], batch_size, max_tokens, device)
+        scores[close] = score_texts(loaded.fp32(), [passages[i] for i in close], batch_size, max_tokens, device)
     return len(close)
 
 
@@ -90,7 +87,7 @@ def classify_records(loaded, records: list[dict], batch_size: int = 32, max_toke
         spans.append((len(all_passages), len(passages), bool(record.get("title"))))
         all_passages += passages
     scores = score_texts(loaded, all_passages, batch_size, max_tokens, device, on_batch)
-    if getattr(loaded, "reference", None) is not None:
+    if loaded.reference is not None:
         recheck_near_thresholds(loaded, all_passages, scores, spans, thresholds, recheck_logits,
                                 batch_size, max_tokens, device)
     out = []

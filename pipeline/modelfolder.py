@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 CARD = "minutes_model.json"  # label map, thresholds, base model, data hash, arguments, metrics
@@ -124,6 +124,10 @@ class LoadedModel:
     @property
     def version(self) -> str:
         return self.card["version"]
+
+    def fp32(self) -> "LoadedModel":
+        """The same model on its fp32 weights: itself, or its int8 model's fp32 reference."""
+        return self if self.reference is None else replace(self, model=self.reference, reference=None)
 
 
 def load(folder: Path, device: str = "cpu", quantize: bool = False, threads: int | None = None,

@@ -223,9 +223,9 @@ def new_version(data_digest: str) -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S") + "-" + data_digest[:6]
 
 
-def save_folder(folder: Path, model, tokenizer, card: dict, calibration_texts: list[str]) -> None:
+def save_folder(folder: Path, model, tokenizer, card: dict, training_texts: list[str]) -> None:
     """Write into a temporary folder, then rename: a killed run leaves no half model. Beside the
-    weights go the activation ranges int8 is calibrated on, measured on `calibration_texts`."""
+    weights go the activation ranges int8 is calibrated on, measured on every k-th training text."""
     from safetensors.torch import save_file
 
     from pipeline.inference import ACTIVATION_RANGES, activation_ranges
@@ -234,7 +234,8 @@ def save_folder(folder: Path, model, tokenizer, card: dict, calibration_texts: l
     tmp.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
-    save_file(activation_ranges(model, tokenizer, calibration_texts, max_tokens=card["max_tokens"]),
+    calibration = training_texts[::max(1, len(training_texts) // CALIBRATION_PASSAGES)]
+    save_file(activation_ranges(model, tokenizer, calibration, max_tokens=card["max_tokens"]),
               tmp / ACTIVATION_RANGES)
     (tmp / modelfolder.CARD).write_text(json.dumps(card, indent=2), encoding="utf-8")
     (tmp / "README.md").write_text(model_card_text(card), encoding="utf-8")
@@ -313,7 +314,7 @@ def train_classifier(
         "training_seconds": time.perf_counter() - started, "max_tokens": args.max_tokens,
     }
     folder = modelfolder.kind_dir(out_root, "classifier") / version
-    save_folder(folder, model, tokenizer, card, texts[::max(1, len(texts) // CALIBRATION_PASSAGES)])
+    save_folder(folder, model, tokenizer, card, texts)
     return folder
 
 
@@ -373,5 +374,5 @@ def train_summariser(
         "training_seconds": time.perf_counter() - started, "max_tokens": args.max_tokens,
     }
     folder = modelfolder.kind_dir(out_root, "summariser") / version
-    save_folder(folder, model, tokenizer, card, texts[::max(1, len(texts) // CALIBRATION_PASSAGES)])
+    save_folder(folder, model, tokenizer, card, texts)
     return folder
