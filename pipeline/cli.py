@@ -446,7 +446,8 @@ def evaluate(
 ):
     """Score the classifier and summariser on a gold file beside baselines: keyword rules and
     TF-IDF + logistic regression (trained on the same training data) for labels; the first 60
-    words and LexRank for briefings.
+    words and LexRank for briefings, and the sentence oracle: the best whole sentences chosen
+    with the reference in hand, the ceiling of any extractive briefing (not a system).
 
     Example: minutes evaluate --gold ../shared/corpus/dev.gold.jsonl
     """

@@ -82,6 +82,43 @@ def item_passages(text: str, title: str | None = None) -> list[str]:
     return passages
 
 
+# "Special Educational Needs and Disabilities (SEND)": a name followed by its own initials.
+_DEFINED_ACRONYM = re.compile(r"\(([A-Z][A-Za-z&]{1,9})\)")
+_NAME_WORD = re.compile(r"[A-Z][\w’'&-]*|of|and|for|the|in|on|to|&")
+
+
+def acronyms_defined(text: str) -> dict[str, str]:
+    """{"Special Educational Needs and Disabilities": "SEND", ...}: names the text itself
+    abbreviates, found where the capitals of a run of name words spell the bracketed acronym."""
+    found: dict[str, str] = {}
+    for match in _DEFINED_ACRONYM.finditer(text):
+        acronym = match.group(1)
+        capitals = [c for c in acronym if c.isupper()]
+        if len(capitals) < 2:  # "(Ofsted)" is a name, not an abbreviation
+            continue
+        words = text[max(0, match.start() - 300):match.start()].split()
+        # Walk back over name words until their initials spell the acronym's capitals.
+        for start in range(len(words) - 1, max(-1, len(words) - 12), -1):
+            if not _NAME_WORD.fullmatch(words[start]):
+                break
+            run = words[start:]
+            initials = [w[0] for w in run if w[0].isupper()]
+            if initials == capitals and run[0][0].isupper() and len(run) >= 2:
+                found[" ".join(run)] = acronym
+                break
+    return found
+
+
+def abbreviate(sentence: str, acronyms: dict[str, str]) -> str:
+    """Each name the item abbreviates, written as its acronym ("Care Quality Commission (CQC)"
+    and later "Care Quality Commission" both become "CQC"): the acronym is the item's own word."""
+    for name in sorted(acronyms, key=len, reverse=True):
+        acronym = acronyms[name]
+        sentence = re.sub(rf"{re.escape(name)}\s*\({re.escape(acronym)}\)", acronym, sentence)
+        sentence = re.sub(rf"\b{re.escape(name)}\b", acronym, sentence)
+    return sentence
+
+
 def normalise_for_match(text: str) -> str:
     """Lower-case, plain quotes and single spaces: for comparing evidence with passages."""
     text = text.replace("’", "'").replace("‘", "'").replace("“", '"').replace("”", '"')

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import numpy as np
 
 from pipeline.evaluate import unsupported_facts
-from pipeline.passages import item_passages, normalise_for_match
+from pipeline.passages import abbreviate, acronyms_defined, item_passages, normalise_for_match
 
 # Reporting lead-ins: dropping them shortens a sentence without changing what it says.
 _LEAD_INS = re.compile(
@@ -38,20 +38,40 @@ _BOILERPLATE = re.compile(
 
 
 _LONG_PARENTHESIS = re.compile(r"\s*\((?:[^()\d]*?\s){3,}[^()\d]*?\)")
+# What opens a passage without being part of its sentence: list markers ("·", "h)", "(b)", "5.1")
+# and section headings of minutes pages ("Minutes:", "Background:", "Reasons:").
+_OPENERS = re.compile(
+    r"^(?:[·•▪◦*–-]\s*|\(?[a-hj-z]\)\s+|\(?(?:i{1,3}|iv|vi{0,3}|ix|x)\)\s+|\d+(?:\.\d+)+\.?\s+|"
+    r"\d{1,3}[.)]\s+|(?:Minutes|Background|Reasons?(?: for (?:the )?decision)?|Decision|Purpose"
+    r"(?: of (?:the )?report)?|Summary|Discussion|Outcome)\s*:\s*)+",
+    re.I,
+)
 
 
-def compress(sentence: str) -> str:
-    """Trim a lead-in, references to appendices and long asides in brackets; never add a word."""
-    out = _PARENTHETICAL_REFS.sub("", sentence).strip()
+def compress(sentence: str, acronyms: dict[str, str] | None = None) -> str:
+    """Trim list markers, headings, a lead-in, references to appendices and long asides in
+    brackets, and write defined names as their acronyms; never add a word."""
+    out = _OPENERS.sub("", sentence.strip()).strip()
+    out = _PARENTHETICAL_REFS.sub("", out).strip()
     out = _LONG_PARENTHESIS.sub("", out)
+    if acronyms:
+        out = abbreviate(out, acronyms)
     trimmed = _LEAD_INS.sub("", out, count=1)
     if trimmed != out and len(trimmed.split()) >= 4:
-        out = trimmed[0].upper() + trimmed[1:]
-    return out.strip()
+        out = trimmed
+    out = out.strip().rstrip("| ").strip()  # a table cell's border, from a page's decision table
+    return out[:1].upper() + out[1:]
+
+
+# Words that make two different sentences look alike.
+_FUNCTION_WORDS = frozenset(
+    "a an and are as at be been by for from had has have in is it its of on or that the their this "
+    "to was were which will with would".split()
+)
 
 
 def _words(text: str) -> set[str]:
-    return set(re.findall(r"[a-z0-9£]+", normalise_for_match(text)))
+    return set(re.findall(r"[a-z0-9£]+", normalise_for_match(text))) - _FUNCTION_WORDS
 
 
 def _is_redundant(candidate: str, chosen: list[str]) -> bool:
@@ -71,9 +91,21 @@ def cut_to_words(sentence: str, limit: int) -> str:
     return head.rstrip(",;: ") + "…"
 
 
-def select(passages: list[str], scores: np.ndarray, resolution: str | None, max_words: int) -> list[str]:
+def is_heading(passage: str, title: str | None) -> bool:
+    """The item's title again ("Agenda item Fourth Ofsted Monitoring Visit feedback", "28 Title
+    pdf icon PDF 73 KB"): the briefing document shows the title beside the briefing already."""
+    if not title:
+        return False
+    text = normalise_for_match(_BOILERPLATE.sub("", passage))
+    text = re.sub(r"^(?:agenda item|item)?\s*[\d.]*\s*|\s*\(agenda item \d+\)|[\s.]+$", "", text)
+    return text == normalise_for_match(title).rstrip(". ")
+
+
+def select(passages: list[str], scores: np.ndarray, resolution: str | None, max_words: int,
+           title: str | None = None, acronyms: dict[str, str] | None = None) -> list[str]:
     """Greedy choice by score, no two near-duplicates, the resolution kept when it fits,
-    returned in document order."""
+    returned in document order. Headings, questions and list introductions are never chosen: a
+    briefing says what was reported or decided."""
     order = sorted(range(len(passages)), key=lambda i: -scores[i])
     chosen: dict[int, str] = {}
     used = 0
@@ -83,8 +115,11 @@ def select(passages: list[str], scores: np.ndarray, resolution: str | None, max_
             if normalise_for_match(p) in normalise_for_match(resolution) or _RESOLUTION_HEAD.match(p):
                 resolution_index = i
     for i in order:
-        text = compress(passages[i])
-        if _BOILERPLATE.search(text) or len(text.split()) < 4:
+        text = compress(passages[i], acronyms)
+        # A question, or a line that introduces a list ("The following points were made:"),
+        # reports nothing by itself.
+        if (_BOILERPLATE.search(text) or len(text.split()) < 4 or text.endswith(("?", ":"))
+                or is_heading(passages[i], title)):
             continue
         if resolution_index is not None and i == resolution_index:
             continue  # placed last, if it fits
@@ -101,7 +136,7 @@ def select(passages: list[str], scores: np.ndarray, resolution: str | None, max_
         if used >= max_words - 5:
             break
     if resolution_index is not None:
-        text = _RESOLUTION_HEAD.sub("", compress(passages[resolution_index])).strip()
+        text = _RESOLUTION_HEAD.sub("", compress(passages[resolution_index], acronyms)).strip()
         # "That the report be noted" says nothing a director needs.
         if text and not re.fullmatch(r"(?:that )?the (?:report|update) be noted\.?", text, re.I):
             text = text[0].upper() + text[1:]
@@ -118,14 +153,16 @@ def summarise_record(record: dict, passage_scores: np.ndarray, passages: list[st
     lifted = np.array([
         s + (0.35 if p in evidence else 0.0) for p, s in zip(passages, passage_scores)
     ])
-    chosen = select(passages, lifted, record.get("resolutions"), max_words)
+    chosen = select(passages, lifted, record.get("resolutions"), max_words, record.get("title"),
+                    acronyms_defined(record["text"]))
     # Joined passages each end a sentence: a purpose line or bullet often has no full stop.
     briefing = " ".join(c if c.endswith((".", "!", "?", "…", ";", ":")) else c + "." for c in chosen).strip()
     is_fallback = False
     if not briefing or unsupported_facts(briefing, record["text"]) or len(briefing.split()) > max_words:
         is_fallback = True
         best = passages[int(np.argmax(lifted))] if passages else (record.get("title") or "")
-        briefing = cut_to_words(best, max_words)
+        # The passage verbatim but for a list marker or heading: nothing in it can be unsupported.
+        briefing = cut_to_words(_OPENERS.sub("", best).strip() or best, max_words)
     return {"id": record["id"], "briefing": briefing, "is_fallback": is_fallback}
 
 

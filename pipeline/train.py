@@ -83,8 +83,9 @@ def prepare(row: dict) -> dict:
         title, text = parts[0]["title"], parts[0]["text"]
     else:
         title, text = row.get("title"), "\n\n".join(p["text"] for p in parts)
+    resolutions = "\n".join(p["resolutions"] for p in parts if p.get("resolutions")) or None
     return {**row, "title": title or row.get("title"), "text": text, "raw_text": row["text"],
-            "is_procedural": len(parts) == 1 and parts[0]["is_procedural"]}
+            "resolutions": resolutions, "is_procedural": len(parts) == 1 and parts[0]["is_procedural"]}
 
 
 def passage_targets(row: dict) -> list[tuple[str, list[float]]]:

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from pipeline import store
 from pipeline.cli import app
 from pipeline.evaluate import unsupported_facts
+from pipeline.passages import acronyms_defined
 from pipeline.summarise import compress, cut_to_words, select, summarise_record
 
 from .conftest import SAMPLES
@@ -27,6 +28,33 @@ def test_compress_only_removes_words():
     out = compress(sentence)
     assert out == "Caseloads had risen to 24 in March."
     assert set(out.lower().rstrip(".").split()) <= set(sentence.lower().replace(".", "").split())
+
+
+def test_compress_drops_list_markers_and_headings_and_writes_names_as_the_items_acronyms():
+    text = ("The joint local area Special Educational Needs and Disabilities (SEND) inspection by the "
+            "Care Quality Commission (CQC) reported to the Department for Education (DfE).")
+    acronyms = acronyms_defined(text)
+    assert acronyms == {"Special Educational Needs and Disabilities": "SEND",
+                        "Care Quality Commission": "CQC", "Department for Education": "DfE"}
+    assert acronyms_defined("A letter from Ofsted (Ofsted) and the Annual Report (Appendix B).") == {}
+    assert compress("·   h)  Background: the Care Quality Commission visited in May", acronyms) == \
+        "The CQC visited in May"
+    assert compress("5.1 The Department for Education (DfE) wrote |", acronyms) == "The DfE wrote"
+    # The acronym is the item's own word: the faithfulness check accepts it in either form.
+    assert unsupported_facts("The CQC visited; the DfE wrote about the SEND inspection.", text) == []
+    assert unsupported_facts("The CQC visited with Ofsted.", text) == ["Ofsted"]
+
+
+def test_select_skips_the_title_again_questions_and_list_introductions():
+    title = "Fourth Ofsted Monitoring Visit feedback"
+    passages = [
+        "Agenda item Fourth Ofsted Monitoring Visit feedback",
+        "What was the morale of staff and had there been any impact on retention?",
+        "The following points were raised in discussion:",
+        "Inspectors found that the pace of change was not swift enough.",
+    ]
+    chosen = select(passages, np.array([0.99, 0.98, 0.97, 0.2]), None, 60, title)
+    assert chosen == ["Inspectors found that the pace of change was not swift enough."]
 
 
 def test_select_keeps_the_resolution_drops_duplicates_and_fits_60_words():
