@@ -160,26 +160,11 @@ def sentence_oracle(row: dict, n_words: int = 60) -> str:
     """Not a system: the whole sentences (compressed as our summariser compresses them) that,
     chosen with the reference briefing in hand, raise ROUGE-L most within the word limit. It
     shows how far any extractive briefing could go on these references."""
-    from rouge_score import rouge_scorer
+    from pipeline.summarise import body_passages, compress, greedy_oracle
 
-    from pipeline.summarise import body_passages, compress
-
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
     acronyms = acronyms_defined(row["text"])
     passages = [compress(p, acronyms) for p in body_passages(row)]
-    chosen: list[int] = []
-    best = 0.0
-    while True:
-        gains = []
-        for i, passage in enumerate(passages):
-            text = " ".join(passages[j] for j in sorted(chosen + [i]))
-            if i in chosen or len(text.split()) > n_words:
-                continue
-            gains.append((scorer.score(row["briefing"], text)["rougeL"].fmeasure, i))
-        if not gains or max(gains)[0] <= best:
-            return " ".join(passages[j] for j in sorted(chosen))
-        best, i = max(gains)
-        chosen.append(i)
+    return " ".join(passages[i] for i in greedy_oracle(passages, row["briefing"], n_words, ("rougeL",)))
 
 
 def lexrank_baseline(row: dict, n_words: int = 60) -> str:

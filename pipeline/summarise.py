@@ -13,6 +13,7 @@ from collections.abc import Callable
 import numpy as np
 
 from pipeline.evaluate import unsupported_facts
+from pipeline.ingest.split import clean_title
 from pipeline.passages import abbreviate, acronyms_defined, item_passages, normalise_for_match
 
 # Reporting lead-ins: dropping them shortens a sentence without changing what it says.
@@ -96,9 +97,8 @@ def is_heading(passage: str, title: str | None) -> bool:
     pdf icon PDF 73 KB"): the briefing document shows the title beside the briefing already."""
     if not title:
         return False
-    text = normalise_for_match(_BOILERPLATE.sub("", passage))
-    text = re.sub(r"^(?:agenda item|item)?\s*[\d.]*\s*|\s*\(agenda item \d+\)|[\s.]+$", "", text)
-    return text == normalise_for_match(title).rstrip(". ")
+    heading, _ = clean_title(re.sub(r"^agenda item\s+", "", passage.strip(), flags=re.I))
+    return normalise_for_match(heading).rstrip(". ") == normalise_for_match(title).rstrip(". ")
 
 
 def select(passages: list[str], scores: np.ndarray, resolution: str | None, max_words: int,
@@ -189,34 +189,36 @@ def summarise_records(loaded, records: list[dict], batch_size: int = 32, max_tok
 
 
 # ---------------------------------------------------------------- training targets
-def oracle_targets(passages: list[str], briefing: str, max_words: int = 60) -> list[float]:
-    """Greedy oracle: add the passage that most raises ROUGE-1+2 against the reference briefing,
-    while it rises and fits. Those passages are the targets the scorer learns."""
+def greedy_oracle(passages: list[str], reference: str, max_words: int,
+                  metrics: tuple[str, ...] = ("rouge1", "rouge2")) -> list[int]:
+    """Indices, in order, of the passages a greedy oracle picks: add the passage that most raises
+    ROUGE (the sum of `metrics`) against the reference, while it rises and fits `max_words`."""
     from rouge_score import rouge_scorer
 
-    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2"], use_stemmer=True)
-
-    def gain(selection):
-        text = " ".join(compress(passages[i]) for i in sorted(selection))
-        result = scorer.score(briefing, text)
-        return result["rouge1"].fmeasure + result["rouge2"].fmeasure
-
-    chosen: set[int] = set()
+    scorer = rouge_scorer.RougeScorer(list(metrics), use_stemmer=True)
+    lengths = [len(p.split()) for p in passages]
+    chosen: list[int] = []
     best = 0.0
     while True:
+        used = sum(lengths[j] for j in chosen)
         candidates = []
         for i in range(len(passages)):
-            if i in chosen:
+            if i in chosen or used + lengths[i] > max_words:
                 continue
-            words = sum(len(compress(passages[j]).split()) for j in chosen | {i})
-            if words > max_words * 1.3:
-                continue
-            candidates.append((gain(chosen | {i}), i))
+            result = scorer.score(reference, " ".join(passages[j] for j in sorted(chosen + [i])))
+            candidates.append((sum(result[m].fmeasure for m in metrics), i))
         if not candidates:
             break
         score, i = max(candidates)
         if score <= best + 1e-4:
             break
-        chosen.add(i)
+        chosen.append(i)
         best = score
+    return sorted(chosen)
+
+
+def oracle_targets(passages: list[str], briefing: str, max_words: int = 60) -> list[float]:
+    """The scorer's training targets: 1 for the passages the greedy oracle picks against the
+    reference briefing (with a little room over the limit), 0 for the rest."""
+    chosen = set(greedy_oracle([compress(p) for p in passages], briefing, int(max_words * 1.3)))
     return [1.0 if i in chosen else 0.0 for i in range(len(passages))]
