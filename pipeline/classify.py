@@ -1,5 +1,6 @@
-"""Classify items: score every passage with the fine-tuned encoder, take each label's best passage
-as the item's score, and keep the passages above the label's threshold as its evidence.
+"""Classify items: score every passage, read with its item's context (committee, title, purpose
+line), with the fine-tuned encoder; take each label's best passage as the item's score, and keep the
+passages above the label's threshold as its evidence.
 
 A function over batches of plain records ({"id", "title", "text"}), so any engine can run it.
 """
@@ -12,7 +13,7 @@ import numpy as np
 
 from pipeline.config import LABELS
 from pipeline.inference import score_texts
-from pipeline.passages import item_passages
+from pipeline.passages import item_context, item_passages
 
 # With int8, close calls are scored again in fp32: within this many logits of a threshold. The
 # largest int8 error measured on a passage of real or labelled minutes was 0.72 to 0.86 logits,
@@ -27,7 +28,7 @@ def _logit(p: np.ndarray) -> np.ndarray:
 
 def recheck_near_thresholds(loaded, passages: list[str], scores: np.ndarray, spans: list,
                             thresholds: dict[str, float], margin: float, batch_size: int,
-                            max_tokens: int, device: str) -> int:
+                            max_tokens: int, device: str, contexts: list[str] | None = None) -> int:
     """In place: where an item's best int8 score for a label lies within `margin` logits of the
     threshold, its passages within the margin get their fp32 scores. With int8 off by less than
     the margin, every other decision is already fp32's: an item whose best passage is clearly
@@ -45,7 +46,8 @@ def recheck_near_thresholds(loaded, passages: list[str], scores: np.ndarray, spa
         near = (np.abs(item - limits) < margin) & undecided
         close += (start + np.flatnonzero(near.any(axis=1))).tolist()
     if close:
-        scores[close] = score_texts(loaded.fp32(), [passages[i] for i in close], batch_size, max_tokens, device)
+        scores[close] = score_texts(loaded.fp32(), [passages[i] for i in close], batch_size, max_tokens,
+                                    device, contexts=None if contexts is None else [contexts[i] for i in close])
     return len(close)
 
 
@@ -72,12 +74,16 @@ def classify_records(loaded, records: list[dict], batch_size: int = 32, max_toke
                      device: str = "cpu", evidence_per_label: int = 3,
                      on_batch: Callable[[int], None] | None = None,
                      recheck_logits: float = INT8_RECHECK_LOGITS) -> list[dict]:
-    """Records {"id", "title"?, "text", "is_procedural"?} -> predictions
-    {"id", "labels", "scores", "evidence"}. Procedural items (apologies, declarations, last
-    meeting's minutes) skip the model: they carry no label by the labelling guide. With an int8
-    model, passages near a threshold are scored again in fp32 (`recheck_logits`)."""
+    """Records {"id", "title"?, "text", "committee"?, "purpose"?, "is_procedural"?} ->
+    predictions {"id", "labels", "scores", "evidence"}. Procedural items (apologies,
+    declarations, last meeting's minutes) skip the model: they carry no label by the labelling
+    guide. A model trained with context (its card says so) reads each passage paired with
+    `item_context(record)`. With an int8 model, passages near a threshold are scored again in
+    fp32 (`recheck_logits`)."""
     thresholds = loaded.card["thresholds"]
+    with_context = bool(loaded.card.get("context"))
     all_passages: list[str] = []
+    all_contexts: list[str] = []
     spans = []
     for record in records:
         if record.get("is_procedural"):
@@ -86,10 +92,13 @@ def classify_records(loaded, records: list[dict], batch_size: int = 32, max_toke
         passages = item_passages(record["text"], record.get("title"))
         spans.append((len(all_passages), len(passages), bool(record.get("title"))))
         all_passages += passages
-    scores = score_texts(loaded, all_passages, batch_size, max_tokens, device, on_batch)
+        if with_context:
+            all_contexts += [item_context(record)] * len(passages)
+    contexts = all_contexts if with_context else None
+    scores = score_texts(loaded, all_passages, batch_size, max_tokens, device, on_batch, contexts)
     if loaded.reference is not None:
         recheck_near_thresholds(loaded, all_passages, scores, spans, thresholds, recheck_logits,
-                                batch_size, max_tokens, device)
+                                batch_size, max_tokens, device, contexts)
     out = []
     for record, span in zip(records, spans):
         if span is None:

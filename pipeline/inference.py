@@ -24,10 +24,20 @@ ACTIVATION_RANGES = "activation_ranges.safetensors"
 _FEED_FORWARD_OUTPUT = re.compile(r"(?:^|\.)layer\.(\d+)\.output\.dense$")
 
 
-def encode_batches(tokenizer, texts: list[str], batch_size: int, max_tokens: int):
+def encode(tokenizer, texts: list[str], max_tokens: int, contexts: list[str] | None = None):
+    """Token ids of each text, or of each (context, text) pair as BERT's two segments
+    ([CLS] context [SEP] text [SEP], token types 0 and 1). Over `max_tokens`, the longer of the
+    two is cut first, so neither a long purpose line nor a long sentence crowds the other out."""
+    if contexts is None:
+        return tokenizer(texts, truncation=True, max_length=max_tokens)
+    return tokenizer(contexts, texts, truncation="longest_first", max_length=max_tokens)
+
+
+def encode_batches(tokenizer, texts: list[str], batch_size: int, max_tokens: int,
+                   contexts: list[str] | None = None):
     """One tokenizer pass, then length-sorted batches with dynamic padding: short passages are
     not padded to the longest passage of the whole run. Yields (indices, padded batch)."""
-    encoded = tokenizer(texts, truncation=True, max_length=max_tokens)
+    encoded = encode(tokenizer, texts, max_tokens, contexts)
     order = sorted(range(len(texts)), key=lambda i: len(encoded["input_ids"][i]))
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
@@ -107,8 +117,10 @@ def logits_function(model) -> Callable:
 
 
 def score_texts(loaded, texts: list[str], batch_size: int = 32, max_tokens: int = 128,
-                device: str = "cpu", on_batch: Callable[[int], None] | None = None) -> np.ndarray:
-    """Sigmoid probabilities, shape (len(texts), number of model outputs).
+                device: str = "cpu", on_batch: Callable[[int], None] | None = None,
+                contexts: list[str] | None = None) -> np.ndarray:
+    """Sigmoid probabilities, shape (len(texts), number of model outputs); with `contexts`, each
+    text is read paired with its context (`encode`).
 
     On CPU, each core takes whole batches with one thread of its own: at these sizes (batches of
     a few thousand tokens) that beats splitting every matrix product across the cores.
@@ -126,7 +138,7 @@ def score_texts(loaded, texts: list[str], batch_size: int = 32, max_tokens: int 
             scores[chunk] = torch.sigmoid(logits).cpu().numpy()
         return len(chunk)
 
-    batches = encode_batches(loaded.tokenizer, texts, batch_size, max_tokens)
+    batches = encode_batches(loaded.tokenizer, texts, batch_size, max_tokens, contexts)
     workers = torch.get_num_threads() if device == "cpu" else 1
 
     def scored():
@@ -158,7 +170,7 @@ def score_texts(loaded, texts: list[str], batch_size: int = 32, max_tokens: int 
 
 # ---------------------------------------------------------------- int8 (`--int8`)
 def activation_ranges(model, tokenizer, texts: list[str], batch_size: int = 64,
-                      max_tokens: int = 128) -> dict:
+                      max_tokens: int = 128, contexts: list[str] | None = None) -> dict:
     """{layer name: largest |input| per channel} for every linear layer of the encoder, over
     these passages (the plain forward, so that every layer is seen as the model runs it)."""
     import torch
@@ -176,7 +188,7 @@ def activation_ranges(model, tokenizer, texts: list[str], batch_size: int = 64,
     model.eval()  # dropout off: the ranges of the model as it will run
     try:
         with torch.inference_mode():
-            for _, batch in encode_batches(tokenizer, texts, batch_size, max_tokens):
+            for _, batch in encode_batches(tokenizer, texts, batch_size, max_tokens, contexts):
                 model(**{k: v.to(model.device) for k, v in batch.items()})
     finally:
         for hook in hooks:

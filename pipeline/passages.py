@@ -1,7 +1,10 @@
-"""Item -> passages (the title, sentences and bullets), shared by classifier, summariser and evidence.
+"""Item -> passages (the title, sentences and bullets), shared by classifier, summariser and evidence,
+and the item context each passage is read with.
 
-The encoder sees one passage at a time (items are longer than its window); evidence and briefings
-are made of these passages, so they are always verbatim spans of the item's text.
+The encoder sees one passage at a time (items are longer than its window), paired with its item's
+context (committee, title, purpose line): whether "ten inspection reports were published" flags
+anything depends on whether the item is about children's homes or care homes for older people.
+Evidence and briefings are made of passages, so they are always verbatim spans of the item's text.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ _ABBREVIATIONS = (
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"'’”)]*\s+(?=[\"'‘“(]*[A-Z0-9£•])")
 _MIN_WORDS = 3
 _MAX_WORDS = 80
+# The context is a short first segment: enough for the committee, the title and a purpose line.
+CONTEXT_WORDS = 40
 
 
 def split_sentences(paragraph: str) -> list[str]:
@@ -80,6 +85,18 @@ def item_passages(text: str, title: str | None = None) -> list[str]:
         else:
             passages.append(carry)
     return passages
+
+
+def item_context(record: dict, max_words: int = CONTEXT_WORDS) -> str:
+    """What every passage of an item is read with: its committee, title and purpose line
+    ("Adults and Health Scrutiny | Care home quality report | To inform members of ..."), at most
+    `max_words` words. Fields that are missing are left out; an item with none of them has an
+    empty context. Gold and labelled rows name the committee `meeting`, the store `committee`."""
+    committee = record.get("committee") or record.get("meeting") or ""
+    parts = [committee.strip(), (record.get("title") or "").strip(),
+             " ".join((record.get("purpose") or "").split())]
+    words = " | ".join(p for p in parts if p).split()
+    return " ".join(words[:max_words])
 
 
 # "Special Educational Needs and Disabilities (SEND)": a name followed by its own initials.

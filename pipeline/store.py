@@ -411,7 +411,8 @@ def current_labels(db) -> list[dict]:
         row = dict(r)
         out.append({
             "id": f"item-{row['id']}", "title": row["title"], "text": row["text"],
-            "council": row["council"], "labels": _loads(row["gold_labels"]),
+            "council": row["council"], "meeting": row["committee"], "purpose": row["purpose"],
+            "labels": _loads(row["gold_labels"]),
             "evidence": _loads(row["gold_evidence"]), "briefing": row["gold_briefing"],
         })
     return out

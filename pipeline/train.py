@@ -23,7 +23,10 @@ from pipeline import modelfolder
 from pipeline.config import LABELS
 from pipeline.ingest.readers import normalise
 from pipeline.ingest.split import split_document
-from pipeline.passages import item_passages, overlaps
+from pipeline.passages import item_context, item_passages, overlaps
+
+# What a classifier trained with context reads with each passage; recorded on its card.
+CONTEXT_SCHEME = "committee | title | purpose line (passages.item_context), as the first segment"
 
 # Training passages (every k-th) the int8 activation ranges are measured on: enough to see each
 # channel's outliers, a few seconds of forward passes.
@@ -35,7 +38,8 @@ class TrainingArguments:
     epochs: int = 3
     learning_rate: float = 8e-5
     batch_size: int = 32
-    max_tokens: int = 96
+    # Context and passage together; the context is cut first when a pair is longer.
+    max_tokens: int = 128
     seed: int = 13
     weight_decay: float = 0.01
     warmup_share: float = 0.06
@@ -44,6 +48,14 @@ class TrainingArguments:
     positive_weight: float = 2.0
     head_lr_scale: float = 20.0
     threads: int = 2
+    # Each passage read with its item's context (passages.item_context) as a sentence pair.
+    context: bool = True
+    # Share of passages with no label drawn afresh each epoch (they outnumber the rest 4 to 1):
+    # every negative is still seen, across epochs, at a fraction of the steps.
+    negative_share: float = 0.3
+    # The word embeddings stay as pretrained: a third of the weights, whose AdamW update cost a
+    # third of each step, for rows that a few thousand passages barely move.
+    freeze_word_embeddings: bool = True
 
 
 class DataError(Exception):
@@ -75,6 +87,34 @@ def read_labelled(paths: Iterable[Path]) -> list[dict]:
     return rows
 
 
+# One written item in this many goes to validation (by a hash of its id, so the split does not
+# move when items are added): thresholds are chosen on items like real minutes, not templates.
+WRITTEN_VALIDATION_EVERY = 5
+
+
+def is_validation_item(row: dict) -> bool:
+    digest = hashlib.sha1(str(row.get("id")).encode("utf-8")).hexdigest()
+    return int(digest[:8], 16) % WRITTEN_VALIDATION_EVERY == 0
+
+
+def labelled_data(labelled_dir: Path) -> tuple[list[dict], list[dict], list[str]]:
+    """The project's own labelled data as (training rows, validation rows, file names):
+    `*.jsonl` (composed from sentence banks) and `written/*.jsonl` (whole items written by
+    hand) train; `heldout/*.jsonl` (composed from held-out templates) and one written item in
+    five validate."""
+    labelled_dir = Path(labelled_dir)
+    training = read_labelled([labelled_dir])
+    names = [str(labelled_dir)]
+    written_dir, heldout_dir = labelled_dir / "written", labelled_dir / "heldout"
+    written = read_labelled([written_dir]) if written_dir.is_dir() else []
+    validation = read_labelled([heldout_dir]) if heldout_dir.is_dir() else []
+    if written:
+        names.append(str(written_dir))
+        training += [r for r in written if not is_validation_item(r)]
+        validation += [r for r in written if is_validation_item(r)]
+    return training, validation, names
+
+
 def prepare(row: dict) -> dict:
     """A gold row's text as ingest would store it: page furniture removed, title found."""
     parsed = split_document(normalise(row["text"]))
@@ -84,7 +124,9 @@ def prepare(row: dict) -> dict:
     else:
         title, text = row.get("title"), "\n\n".join(p["text"] for p in parts)
     resolutions = "\n".join(p["resolutions"] for p in parts if p.get("resolutions")) or None
+    purpose = row.get("purpose") or (parts[0].get("purpose") if len(parts) == 1 else None)
     return {**row, "title": title or row.get("title"), "text": text, "raw_text": row["text"],
+            "purpose": purpose, "committee": row.get("committee") or row.get("meeting"),
             "resolutions": resolutions, "is_procedural": len(parts) == 1 and parts[0]["is_procedural"]}
 
 
@@ -132,9 +174,39 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def epoch_batches(lengths: list[int], is_negative: np.ndarray, args: TrainingArguments,
+                  generator) -> list[list[int]]:
+    """One epoch's batches: the positives and a fresh `negative_share` of the negatives,
+    shuffled, then sorted by length within windows of 50 batches (little padding, and each
+    batch still a random draw), the batches themselves in random order."""
+    import torch
+
+    n = len(lengths)
+    order = torch.randperm(n, generator=generator).tolist()
+    if args.negative_share < 1.0:
+        draw = torch.rand(n, generator=generator).numpy()
+        order = [i for i in order if not is_negative[i] or draw[i] < args.negative_share]
+    window = args.batch_size * 50
+    batches = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start:start + window], key=lambda i: lengths[i])
+        batches += [chunk[k:k + args.batch_size] for k in range(0, len(chunk), args.batch_size)]
+    shuffled = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in shuffled]
+
+
+def summariser_arguments(**overrides) -> TrainingArguments:
+    """The sentence scorer's run: two epochs, unweighted, each sentence alone (a briefing
+    sentence is chosen among its own item's sentences, so the item's context adds nothing)."""
+    return dataclasses.replace(TrainingArguments(epochs=2, positive_weight=1.0, max_tokens=96,
+                                                 context=False), **overrides)
+
+
 def fine_tune(base: Path, texts: list[str], targets: np.ndarray, args: TrainingArguments,
-              id2label: dict[int, str], on_step: Callable[[int, int, float], None] | None = None):
-    """Fine-tune `base` on (text, target vector) pairs with BCE; returns (model, tokenizer)."""
+              id2label: dict[int, str], on_step: Callable[[int, int, float], None] | None = None,
+              contexts: list[str] | None = None):
+    """Fine-tune `base` on (text, target vector) pairs with BCE, each text read with its
+    context when `contexts` is given; returns (model, tokenizer)."""
     import torch
     from transformers import (
         AutoModelForSequenceClassification,
@@ -155,10 +227,16 @@ def fine_tune(base: Path, texts: list[str], targets: np.ndarray, args: TrainingA
         ignore_mismatched_sizes=True,
     )
     model.train()
-    encoded = tokenizer(texts, truncation=True, max_length=args.max_tokens)
+    if args.freeze_word_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
+    from pipeline.inference import encode
+
+    encoded = encode(tokenizer, texts, args.max_tokens, contexts)  # once, for every epoch
+    lengths = [len(ids) for ids in encoded["input_ids"]]
     targets_t = torch.tensor(targets, dtype=torch.float32)
-    n = len(texts)
-    steps_per_epoch = (n + args.batch_size - 1) // args.batch_size
+    is_negative = targets.sum(axis=1) == 0
+    kept = int((~is_negative).sum() + args.negative_share * is_negative.sum())
+    steps_per_epoch = (kept + args.batch_size - 1) // args.batch_size
     total = steps_per_epoch * args.epochs
     no_decay = ("bias", "LayerNorm.weight")
     # The new head and the pooler start far from useful (this encoder was trained for mean
@@ -171,7 +249,7 @@ def fine_tune(base: Path, texts: list[str], targets: np.ndarray, args: TrainingA
     for head in (False, True):
         for decay in (True, False):
             params = [p for n_, p in model.named_parameters()
-                      if is_head(n_) == head and n_.endswith(no_decay) != decay]
+                      if is_head(n_) == head and n_.endswith(no_decay) != decay and p.requires_grad]
             groups.append({"params": params, "weight_decay": args.weight_decay if decay else 0.0,
                            "lr": args.learning_rate * (args.head_lr_scale if head else 1.0)})
     optimiser = torch.optim.AdamW(groups, lr=args.learning_rate)
@@ -182,16 +260,13 @@ def fine_tune(base: Path, texts: list[str], targets: np.ndarray, args: TrainingA
     generator = torch.Generator().manual_seed(args.seed)
     step = 0
     for _ in range(args.epochs):
-        order = torch.randperm(n, generator=generator).tolist()
-        # Bucket by length within the shuffled order: less padding, same randomness per seed.
-        for start in range(0, n, args.batch_size):
-            chunk = order[start:start + args.batch_size]
+        for chunk in epoch_batches(lengths, is_negative, args, generator):
             features = [{k: encoded[k][i] for k in encoded.keys()} for i in chunk]
             batch = tokenizer.pad(features, return_tensors="pt")
             logits = model(**batch).logits
             loss = loss_fn(logits, targets_t[chunk])
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
             optimiser.step()
             schedule.step()
             optimiser.zero_grad()
@@ -224,7 +299,8 @@ def new_version(data_digest: str) -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S") + "-" + data_digest[:6]
 
 
-def save_folder(folder: Path, model, tokenizer, card: dict, training_texts: list[str]) -> None:
+def save_folder(folder: Path, model, tokenizer, card: dict, training_texts: list[str],
+                training_contexts: list[str] | None = None) -> None:
     """Write into a temporary folder, then rename: a killed run leaves no half model. Beside the
     weights go the activation ranges int8 is calibrated on, measured on every k-th training text."""
     from safetensors.torch import save_file
@@ -235,9 +311,11 @@ def save_folder(folder: Path, model, tokenizer, card: dict, training_texts: list
     tmp.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
-    calibration = training_texts[::max(1, len(training_texts) // CALIBRATION_PASSAGES)]
-    save_file(activation_ranges(model, tokenizer, calibration, max_tokens=card["max_tokens"]),
-              tmp / ACTIVATION_RANGES)
+    every = max(1, len(training_texts) // CALIBRATION_PASSAGES)
+    calibration = training_texts[::every]
+    contexts = training_contexts[::every] if training_contexts is not None else None
+    save_file(activation_ranges(model, tokenizer, calibration, max_tokens=card["max_tokens"],
+                                contexts=contexts), tmp / ACTIVATION_RANGES)
     (tmp / modelfolder.CARD).write_text(json.dumps(card, indent=2), encoding="utf-8")
     (tmp / "README.md").write_text(model_card_text(card), encoding="utf-8")
     tmp.rename(folder)
@@ -281,15 +359,17 @@ def train_classifier(
         train_rows, val_rows = prepared, [prepare(r) for r in validation_rows]
     else:
         train_rows, val_rows = split_rows(prepared, args.validation_share, args.seed)
-    pairs = [p for row in train_rows for p in passage_targets(row)]
+    pairs = [(item_context(row), *p) for row in train_rows for p in passage_targets(row)]
     if not pairs:
         raise DataError("no training passages: the labelled files are empty")
-    texts = [p[0] for p in pairs]
-    targets = np.array([p[1] for p in pairs], dtype=np.float32)
+    contexts = [p[0] for p in pairs] if args.context else None
+    texts = [p[1] for p in pairs]
+    targets = np.array([p[2] for p in pairs], dtype=np.float32)
     model, tokenizer = fine_tune(base, texts, targets, args,
-                                 {i: label for i, label in enumerate(LABELS)}, on_step)
-    loaded = modelfolder.LoadedModel(Path("."), {"thresholds": {l: 0.5 for l in LABELS}},
-                                     tokenizer, model)
+                                 {i: label for i, label in enumerate(LABELS)}, on_step, contexts)
+    context_card = CONTEXT_SCHEME if args.context else None
+    loaded = modelfolder.LoadedModel(Path("."), {"thresholds": {l: 0.5 for l in LABELS},
+                                                 "context": context_card}, tokenizer, model)
     thresholds = {label: 0.5 for label in LABELS}
     metrics = {}
     if val_rows:
@@ -313,9 +393,10 @@ def train_classifier(
         "training_passages": len(pairs), "arguments": dataclasses.asdict(args),
         "metrics": metrics, "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "training_seconds": time.perf_counter() - started, "max_tokens": args.max_tokens,
+        "context": context_card,
     }
     folder = modelfolder.kind_dir(out_root, "classifier") / version
-    save_folder(folder, model, tokenizer, card, texts)
+    save_folder(folder, model, tokenizer, card, texts, contexts)
     return folder
 
 
@@ -343,7 +424,7 @@ def train_summariser(
     from pipeline.evaluate import briefing_metrics
     from pipeline.summarise import body_passages, oracle_targets, summarise_records
 
-    args = args or TrainingArguments(epochs=2, positive_weight=1.0)
+    args = dataclasses.replace(args or summariser_arguments(), context=False)
     base = Path(base) if base else modelfolder.packaged_base_model()
     started = time.perf_counter()
     prepared = [prepare(r) for r in rows if r.get("briefing") and r.get("labels")]

@@ -94,7 +94,10 @@ def test_fast_forward_gives_the_models_own_scores(tiny_models, quantize):
     with torch.inference_mode():
         for _, batch in encode_batches(loaded.tokenizer, texts, 16, 128):
             assert batch["attention_mask"].min() == 0  # padding is present and masked
-            assert torch.allclose(forward(**batch), loaded.model(**batch).logits, atol=1e-5)
+            # int8: the fused and the separate products round and accumulate in another order
+            # (seen 1e-4 apart on an AVX2 machine without VNNI), far inside int8's own error.
+            assert torch.allclose(forward(**batch), loaded.model(**batch).logits,
+                                  atol=1e-3 if quantize else 1e-5)
     # One batch per core, or one thread over all: the same scores, in the texts' order.
     threads = torch.get_num_threads()
     try:
@@ -105,9 +108,11 @@ def test_fast_forward_gives_the_models_own_scores(tiny_models, quantize):
         single = score_texts(loaded, texts, batch_size=64)
     finally:
         torch.set_num_threads(threads)
-    np.testing.assert_allclose(shared, single, atol=1e-5)
+    # int8 scales its activations per batch, so which passages share a batch moves its scores a little.
+    tolerance = 1e-3 if quantize else 1e-5
+    np.testing.assert_allclose(shared, single, atol=tolerance)
     one_by_one = np.vstack([score_texts(loaded, [t], batch_size=1) for t in texts[:5]])
-    np.testing.assert_allclose(shared[:5], one_by_one, atol=1e-5)
+    np.testing.assert_allclose(shared[:5], one_by_one, atol=tolerance)
 
 
 def test_int8_is_close_to_fp32_and_close_calls_are_decided_in_fp32(tiny_models, tmp_path):
@@ -270,3 +275,86 @@ def test_real_packaged_encoder_fine_tunes_and_predicts(tmp_path):
     ]
     workforce, plain = classify_records(loaded, records)
     assert workforce["scores"]["workforce_concern"] > 0.5 > plain["scores"]["workforce_concern"]
+
+
+def test_item_context_is_committee_title_and_purpose():
+    from pipeline.passages import item_context
+
+    row = {"meeting": "Adults and Health Scrutiny Panel", "title": "Care home quality",
+           "purpose": "To inform members of\nCQC ratings of care homes for older people."}
+    assert item_context(row) == ("Adults and Health Scrutiny Panel | Care home quality | "
+                                 "To inform members of CQC ratings of care homes for older people.")
+    assert item_context({"title": "Staffing"}) == "Staffing"
+    assert item_context({}) == ""
+    assert len(item_context({"title": "word " * 100}).split()) == 40
+    # prepare() finds the purpose line of a ModernGov page and names the committee.
+    prepared = prepare({"id": "x", "meeting": "Cabinet", "text": "Agenda item\n\nCare homes\n\n"
+                        "To note the CQC ratings.\n\nMinutes:\n\nTen inspection reports were published."})
+    assert item_context(prepared) == "Cabinet | Care homes | To note the CQC ratings."
+
+
+class RecordingTokenizer:
+    """The model's tokenizer, keeping every (first segment, second segment) it was asked to encode."""
+
+    def __init__(self, tokenizer):
+        self.inner, self.calls = tokenizer, []
+
+    def __call__(self, first, second=None, **kwargs):
+        self.calls.append((first, second))
+        return self.inner(first, second, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_tiny_model_trains_and_classifies_with_context(tiny_models):
+    folder = modelfolder.promoted_folder(tiny_models, "classifier")
+    card = modelfolder.read_card(folder)
+    assert card["context"] and card["arguments"]["context"] is True
+    loaded = modelfolder.load(folder)
+    loaded.tokenizer = RecordingTokenizer(loaded.tokenizer)
+    sentence = "Ten inspection reports were published this quarter and most were rated good."
+    adult = {"id": "adult", "committee": "Adults and Health Scrutiny Panel",
+             "title": "Adult social care: care homes for older people",
+             "purpose": "To receive the quarterly report on CQC inspections of care homes.",
+             "text": f"Adult social care: care homes for older people\n\n{sentence}"}
+    children = {**adult, "id": "children", "committee": "Corporate Parenting Panel",
+                "title": "Children's homes", "purpose": "To receive the Ofsted reports on the council's children's homes.",
+                "text": f"Children's homes\n\n{sentence}"}
+    results = classify_records(loaded, [adult, children])
+    (contexts, passages), = loaded.tokenizer.calls
+    # The adult item's inspection sentence reaches the model paired with the adult item's context.
+    pair = passages.index(sentence)
+    assert contexts[pair].startswith("Adults and Health Scrutiny Panel | Adult social care")
+    encoded = loaded.tokenizer.inner(contexts[pair], passages[pair])
+    assert set(encoded["token_type_ids"]) == {0, 1}
+    # The same sentence is scored differently when its item is about something else.
+    assert results[0]["scores"] != results[1]["scores"]
+    # A model trained without context reads passages alone, as before.
+    alone = modelfolder.LoadedModel(folder, {**card, "context": None}, RecordingTokenizer(loaded.tokenizer.inner),
+                                    loaded.model)
+    classify_records(alone, [adult])
+    assert alone.tokenizer.calls[0][1] is None
+
+
+def test_cross_validation_trains_on_other_folds_and_scores_each_item_once(model_env, tiny_base, corpus, tmp_path):
+    """`evaluate --cross-validate K` with a tiny model: every gold item is predicted by the fold
+    model that did not train on it, beside the default model on the same items."""
+    labelled = tmp_path / "labelled"
+    labelled.mkdir()
+    (labelled / "few.jsonl").write_text("\n".join(json.dumps(r) for r in composed_rows(24)) + "\n")
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text("\n".join((corpus / "dev.gold.jsonl").read_text(encoding="utf-8").splitlines()[:9]) + "\n")
+    env = {**model_env, "MINUTES_LABELLED_DIR": str(labelled)}
+    result = runner.invoke(app, ["evaluate", "--gold", str(gold), "--cross-validate", "3", "--epochs", "1",
+                                 "--base", str(tiny_base), "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["folds"] == 3 and report["epochs"] == 1
+    assert result.stderr.count("fold ") == 3 and "+ 6 gold items, scoring 3" in result.stderr
+    for system in ("default_model", "cross_validated", "tfidf_cross_validated", "keywords"):
+        assert report[system]["items"] == 9
+        low, high = report[system]["macro_f1_95ci"]
+        assert 0.0 <= low <= high <= 1.0
+    bad = runner.invoke(app, ["evaluate", "--gold", str(gold), "--cross-validate", "1"], env=env)
+    assert bad.exit_code == 2 and "2 to 9 folds" in bad.stderr
