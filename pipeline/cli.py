@@ -466,12 +466,13 @@ def predict(
 def _labels_table(report: dict, systems: list[str], title: str) -> Table:
     """Per-label F1 with gold and predicted counts, macro-F1 with its 95% bootstrap interval."""
     first = report[systems[0]]
-    table = Table("system", *[f"{label} F1 (n={first['per_label'][label]['support']})" for label in LABELS],
+    short = {label: label.split("_")[0] for label in LABELS}
+    table = Table("system", *[f"{short[l]} n={first['per_label'][l]['support']}: F1 (flagged)" for l in LABELS],
                   "macro F1 [95% CI]", "micro F1", title=title)
     for name in systems:
         m = report[name]
         low, high = m["macro_f1_95ci"]
-        table.add_row(name, *[f"{m['per_label'][l]['f1']:.3f} ({m['per_label'][l]['predicted']} flagged)" for l in LABELS],
+        table.add_row(name, *[f"{m['per_label'][l]['f1']:.3f} ({m['per_label'][l]['predicted']})" for l in LABELS],
                       f"{m['macro_f1']:.3f} [{low:.3f}, {high:.3f}]", f"{m['micro_f1']:.3f}")
     return table
 
