@@ -196,8 +196,9 @@ def epoch_batches(lengths: list[int], is_negative: np.ndarray, args: TrainingArg
 
 
 def summariser_arguments(**overrides) -> TrainingArguments:
-    """The sentence scorer's run: two epochs, unweighted, each sentence alone (a briefing
-    sentence is chosen among its own item's sentences, so the item's context adds nothing)."""
+    """The sentence scorer's run: two epochs, unweighted, each sentence alone as before (it
+    ranks sentences within one item, where the context is the same for all; not yet measured
+    with context). Like the classifier, it sees a fresh share of its negatives each epoch."""
     return dataclasses.replace(TrainingArguments(epochs=2, positive_weight=1.0, max_tokens=96,
                                                  context=False), **overrides)
 
