@@ -54,6 +54,18 @@ class Settings:
     # int8 on CPU: smoothed, per-channel, close calls scored again in fp32 (README, Measuring).
     quantize: bool = False
     max_file_mb: float = 20.0
+    # Limits on every parse (issue 15): over any of them a document is one `path: reason (limit N)`
+    # line and the run goes on with the rest.
+    max_html_depth: int = 2000
+    max_html_elements: int = 200_000
+    max_pdf_pages: int = 500
+    max_pdf_chars: int = 5_000_000
+    max_docx_unzipped_mb: float = 100.0
+    max_docx_members: int = 2000
+    max_item_chars: int = 200_000
+    # Wall-clock seconds one document may take to parse; the parser runs in a worker process
+    # that is stopped when this is spent, so no input can stall a run.
+    parse_budget_s: float = 20.0
     evidence_per_label: int = 3
     briefing_max_words: int = 60
     promote_margin: float = 0.0
