@@ -3,9 +3,12 @@ the stage's library function. Nothing else lives here."""
 
 from __future__ import annotations
 
+import errno
 import json
+import sqlite3
 import sys
 import time
+import traceback
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
@@ -14,11 +17,61 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typer.core import TyperGroup
 
 from pipeline import modelfolder, store
-from pipeline.config import LABELS, ConfigError, Settings, load_settings
+from pipeline.config import LABELS, ConfigError, Settings, debug_requested, load_settings
+
+# Exit statuses every command shares: 1 is a finished run in which some inputs failed, 2 a usage,
+# configuration, model or store error, 75 (EX_TEMPFAIL, pipeline.nightly) another run holds the
+# lock, 70 (EX_SOFTWARE) the program itself failed: a bug to report, never an input's fault.
+EXIT_USAGE, EXIT_INTERNAL_ERROR = 2, 70
+# The store the running command uses (set by settings_from), to name it in a store error met
+# in any later query.
+_store_in_use: Path | None = None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+class MinutesGroup(TyperGroup):
+    """Runs every command (and sub-command) so that what goes wrong inside it, wherever it is
+    raised, ends as one line and a distinct exit status rather than a traceback: a SQLite error
+    from any query (a damaged or read-only store) or a store, config or model error is exit 2;
+    an unexpected exception is exit 70 and its traceback is printed only with MINUTES_DEBUG=1."""
+
+    def invoke(self, ctx: typer.Context):
+        global _store_in_use
+        _store_in_use = None
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise  # a command's own exit status, and usage errors typer prints itself
+        except sqlite3.Error as exc:
+            problem = str(store.error_for(_store_in_use or "the store", exc))
+        except (store.StoreError, ConfigError, modelfolder.ModelError) as exc:
+            problem = str(exc)
+        except OSError as exc:
+            if exc.errno == errno.EPIPE:
+                raise  # `minutes items | head`: typer ends quietly
+            # The machine's state (permissions, a full disk, a missing folder), not a bug.
+            where = f": {exc.filename}" if exc.filename else ""
+            problem = f"{exc.strerror or exc}{where}"
+        except Exception as exc:
+            if debug_requested():
+                console.print(traceback.format_exc().rstrip(), markup=False)
+            detail = _one_line(str(exc))
+            kind = type(exc).__name__ + (f": {detail}" if detail else "")
+            hint = "" if debug_requested() else "; MINUTES_DEBUG=1 shows the traceback"
+            console.print(f"minutes: internal error ({kind}){hint}", markup=False)
+            raise typer.Exit(EXIT_INTERNAL_ERROR) from None
+        console.print(f"error: {_one_line(problem)}", markup=False)
+        raise typer.Exit(EXIT_USAGE) from None
+
 
 app = typer.Typer(
+    cls=MinutesGroup,
     help="Read council minutes overnight and brief children's services directors.\n\n"
     "Example: minutes ingest data/samples && minutes classify && minutes brief",
     no_args_is_help=True,
@@ -36,29 +89,33 @@ ModelOption = Annotated[Optional[Path], typer.Option("--model", help="Classifier
 
 
 def settings_from(config: Path | None = None, **overrides) -> Settings:
+    """Defaults < config file < MINUTES_* < these flags, every value checked: a wrong one is
+    one line naming it and exit 2."""
     try:
-        settings = load_settings(config)
+        settings = load_settings(config).with_overrides(**overrides)
     except ConfigError as exc:
-        console.print(f"error: {exc}")
-        raise typer.Exit(2) from None
-    return settings.with_overrides(**overrides)
+        console.print(f"error: {exc}", markup=False)
+        raise typer.Exit(EXIT_USAGE) from None
+    global _store_in_use
+    _store_in_use = settings.db
+    return settings
 
 
 def open_store(settings: Settings):
     try:
         return store.connect(settings.db)
     except store.StoreError as exc:
-        console.print(f"error: {exc}")
-        raise typer.Exit(2) from None
+        console.print(f"error: {exc}", markup=False)
+        raise typer.Exit(EXIT_USAGE) from None
 
 
 @contextmanager
-def user_errors(status: int = 2):
+def user_errors(status: int = EXIT_USAGE):
     """No model yet, or an unusable store: one line saying what to do, not a traceback."""
     try:
         yield
     except (modelfolder.ModelError, store.StoreError) as exc:
-        console.print(f"error: {exc}")
+        console.print(f"error: {exc}", markup=False)
         raise typer.Exit(status) from None
 
 
@@ -409,35 +466,66 @@ def predict(
 ):
     """Classify (and brief) items from a file, without a store.
 
-    Each output line: {"id", "labels", "scores", "evidence", "briefing"}. A malformed input line is
-    reported with its number and skipped (exit status 1).
+    Each output line: {"id", "labels", "scores", "evidence", "briefing"}. A malformed input line
+    (not UTF-8, not a JSON object, an id that is not a string or integer, an empty text) is
+    reported as `FILE:LINE: skipped: reason` and the rest are classified (exit status 1); a file
+    that cannot be read at all is exit status 2.
 
     Example: minutes predict items.jsonl -o predictions.jsonl
     """
+    import re
+
     from pipeline.classify import classify_records
+    from pipeline.labelling import decoded_lines, kind_of, not_utf8
+    from pipeline.passages import item_passages
     from pipeline.train import prepare
 
     settings = settings_from(config, model=model)
     records, bad = [], 0
     try:
-        lines = input_file.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
+        # Bytes, decoded a line at a time: one line that is not UTF-8 is that line's problem.
+        lines = decoded_lines(input_file.read_bytes())
+    except OSError as exc:
         console.print(f"{input_file}: cannot read ({exc})")
         raise typer.Exit(2) from None
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
+    for number, line, undecodable in lines:
+        if not undecodable and not line.strip():
             continue
         try:
+            if undecodable:
+                raise ValueError(not_utf8(undecodable))
             row = json.loads(line)
-            if not isinstance(row, dict) or not isinstance(row.get("text"), str) or "id" not in row:
+            if not isinstance(row, dict):
+                raise ValueError(f"needs an object with \"id\" and \"text\", not {kind_of(row)}")
+            if "id" not in row or "text" not in row:
                 raise ValueError("needs \"id\" and a \"text\" string")
+            if isinstance(row["id"], bool) or not isinstance(row["id"], (str, int)):
+                raise ValueError(f"id must be a string or an integer, not {kind_of(row['id'])}")
+            if not isinstance(row["text"], str):
+                raise ValueError(f"text must be a string, not {kind_of(row['text'])}")
+            for field in ("title", "meeting", "committee", "purpose"):
+                if row.get(field) is not None and not isinstance(row[field], str):
+                    raise ValueError(f"{field} must be a string or null, not {kind_of(row[field])}")
+            for field in ("id", "text", "title", "meeting", "committee", "purpose"):
+                try:  # a JSON "\ud800" escape: a lone surrogate no UTF-8 output can hold
+                    str(row.get(field) or "").encode("utf-8")
+                except UnicodeEncodeError:
+                    raise ValueError(f"{field} is not valid text (a lone surrogate escape)") from None
+            # An empty text has nothing to score; a 0.0 for it would read as "checked, nothing found".
+            if not row["text"].strip():
+                raise ValueError("text is empty")
+            if not re.search(r"\w", row["text"]):
+                raise ValueError("text has no words")
+            record = prepare({"id": row["id"], "title": row.get("title"), "text": row["text"],
+                              "meeting": row.get("meeting") or row.get("committee"),
+                              "purpose": row.get("purpose")})
+            if not record["is_procedural"] and not item_passages(record["text"], record["title"]):
+                raise ValueError("text has no words once page headers and footers are removed")
         except (json.JSONDecodeError, ValueError) as exc:
             console.print(f"{input_file}:{number}: skipped: {exc}", markup=False)
             bad += 1
             continue
-        records.append(prepare({"id": row["id"], "title": row.get("title"), "text": row["text"],
-                                "meeting": row.get("meeting") or row.get("committee"),
-                                "purpose": row.get("purpose")}))
+        records.append(record)
     with user_errors():
         loaded = modelfolder.load(modelfolder.resolve(settings.models_dir, "classifier", settings.model),
                                   settings.device, settings.quantize, settings.threads, settings.thresholds)
@@ -662,6 +750,35 @@ def runs(
     out.print(table)
 
 
+@app.command()
+def check(
+    db: DbOption = None,
+    config: ConfigOption = None,
+    full: Annotated[bool, typer.Option("--full", help="integrity_check: also compare every index with its table (slower).")] = False,
+    as_json: JsonOption = False,
+):
+    """Check the store without changing it: schema version, counts, and SQLite's check of every
+    page. Exit status 0 when sound, 2 when not (or when there is no store).
+
+    Example: minutes check --db data/minutes.db --full
+    """
+    settings = settings_from(config, db=db)
+    report = store.check(settings.db, full)
+    if as_json:
+        out.print(json.dumps(report))
+        raise typer.Exit(0 if report["sound"] else EXIT_USAGE)
+    version = report["schema_version"]
+    schema = f"schema v{version}" if version is not None else "no schema"
+    if version is not None and version < report["program_schema_version"]:
+        schema += f" (migrated to v{report['program_schema_version']} when next opened)"
+    counts = ", ".join(f"{n} {name}" for name, n in report["counts"].items())
+    verdict = "sound" if report["sound"] else "not sound"
+    out.print(f"{report['path']}: {verdict} ({report['check']}); {schema}" + (f"; {counts}" if counts else ""))
+    for problem in report["problems"]:
+        out.print(f"  {_one_line(problem)}")
+    raise typer.Exit(0 if report["sound"] else EXIT_USAGE)
+
+
 # ---------------------------------------------------------------- labelling loop
 label_app = typer.Typer(help="Export items for people to label, and import their labels.\n\n"
                         "Example: minutes label export -n 20 -o to_label.jsonl; minutes label import to_label.jsonl",
@@ -710,8 +827,11 @@ def label_import(
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ):
-    """Import people's labels, checked against the labelling guide. A file with any bad row
-    imports nothing (unless --skip-bad); importing the same file again changes nothing.
+    """Import people's labels, checked against the labelling guide. Each bad row (not UTF-8,
+    a wrong shape, an unknown label or item, evidence not quoted from the item) is reported as
+    `FILE:LINE: reason`, LINE the line the row starts on (a CSV record or Label Studio task may
+    span lines). A file with any bad row imports nothing (unless --skip-bad) and exits 1;
+    importing the same file again changes nothing.
 
     Example: minutes label import labelled.csv
     """
@@ -721,7 +841,12 @@ def label_import(
     if not file.is_file():
         console.print(f"{file}: no such file")
         raise typer.Exit(2)
-    report = labelling.import_labels(open_store(settings), file, skip_bad)
+    database = open_store(settings)
+    try:
+        report = labelling.import_labels(database, file, skip_bad)
+    except OSError as exc:  # unreadable (permissions, a disk error): nothing was imported
+        console.print(f"{file}: cannot read ({exc.strerror or exc})", markup=False)
+        raise typer.Exit(2) from None
     for bad in report["bad"]:
         console.print(f"{file}:{bad['line']}: {bad['error']}", markup=False)
     if as_json:

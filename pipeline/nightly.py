@@ -33,8 +33,13 @@ class RunLock:
         self.stale_pid: int | None = None
 
     def __enter__(self) -> "RunLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.handle = open(self.path, "a+")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.handle = open(self.path, "a+")
+        except OSError as exc:
+            # A store error, not a crash: the folder or the lock file itself is unusable.
+            raise store.StoreError(f"{self.path}: cannot open the run lock ({exc.strerror or exc}); "
+                                   "it must be a file this user can write, beside the store") from None
         try:
             fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -172,7 +177,6 @@ def run_nightly(settings: Settings, on_error: Callable[[str, str], None] | None 
         classifier_version(settings)
         modelfolder.resolve(settings.models_dir, "summariser", settings.summariser_model)
         previous = store.last_successful_run(db)
-        since_item = (previous or {}).get("item_high_water") or 0
         run_id = store.start_run(db, None)
         result = NightlyResult(run_id, stale_lock_cleared=lock.stale_pid, interrupted_runs=interrupted)
         try:
@@ -193,9 +197,10 @@ def run_nightly(settings: Settings, on_error: Callable[[str, str], None] | None 
                 db, settings, result.model_version, run_id,
                 (lambda d, t: on_stage("summarising", d, t)) if on_stage else None,
             )
-            items = store.items_since(db, after_item_id=since_item)
+            items = store.items_to_brief(db, result.model_version)
             if items or not previous or not previous.get("briefing"):
-                period = f"items stored since run {previous['id']}" if previous else "all stored items"
+                period = (f"items not in an earlier briefing (the last was run {previous['id']})"
+                          if previous else "all stored items")
                 result.briefing = str(write_brief(db, settings, items, period)["html"])
             else:
                 # Nothing new: the last briefing stays as it was, not replaced by an empty one.
@@ -204,7 +209,8 @@ def run_nightly(settings: Settings, on_error: Callable[[str, str], None] | None 
             store.finish_run(db, run_id, status, {
                 "items_new": result.items_new, "items_classified": result.items_classified,
                 "items_summarised": result.items_summarised, "items_briefed": len(items),
-            }, result.failed, result.briefing, result.model_version, store.max_item_id(db))
+            }, result.failed, result.briefing, result.model_version, store.max_item_id(db),
+                briefed_ids=[item["id"] for item in items])
         except BaseException:
             store.finish_run(db, run_id, "error", {}, result.failed, None, result.model_version, None)
             raise

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -96,7 +97,26 @@ def _m2_fetch_state(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS = [_m1_initial, _m2_fetch_state]
+def _m3_briefed(db: sqlite3.Connection) -> None:
+    # Which nightly briefing first showed each item, so every classified item is briefed exactly
+    # once whatever ingests run alongside a nightly (a high-water mark of item ids covered items
+    # that arrived mid-run before they were classified, and they were never briefed).
+    _script(db,
+        """
+        CREATE TABLE briefed (
+            item_id INTEGER PRIMARY KEY REFERENCES items(id),
+            run_id INTEGER NOT NULL REFERENCES runs(id)
+        );
+        INSERT INTO briefed (item_id, run_id)
+            SELECT i.id, r.id FROM items i JOIN (
+                SELECT id, item_high_water FROM runs WHERE status IN ('ok', 'failed-inputs')
+                AND item_high_water IS NOT NULL ORDER BY id DESC LIMIT 1
+            ) r ON i.id <= r.item_high_water
+        """
+    )
+
+
+MIGRATIONS = [_m1_initial, _m2_fetch_state, _m3_briefed]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -104,29 +124,148 @@ class StoreError(Exception):
     """The store cannot be opened or used; the message says why and what to do."""
 
 
+# Every connection waits this long for another process's write lock before giving up, so two
+# commands on one store take turns instead of failing with "database is locked".
+BUSY_TIMEOUT_S = 30.0
+
+
+def error_for(path: Path | str, exc: sqlite3.Error) -> StoreError:
+    """A SQLite error met anywhere (opening, or any later query) as one line saying what is wrong
+    with the store and what to do about it."""
+    message = str(exc)
+    reason = message.lower()
+    if "malformed" in reason or "corrupt" in reason:
+        return StoreError(f"{path}: the store is damaged ({message}); `minutes check --full` lists "
+                          "the damage; restore the file from a backup")
+    if "not a database" in reason:
+        return StoreError(f"{path}: not a minutes store ({message}); pass --db to use another file")
+    if "readonly" in reason or "read-only" in reason:
+        return StoreError(f"{path}: the store cannot be written ({message}); it, its folder and its "
+                          "-wal and -shm files must be writable by this user")
+    if "unable to open" in reason:
+        return StoreError(f"{path}: cannot open the store ({message}); its folder must exist and be "
+                          "writable, or pass --db to use another file")
+    if "locked" in reason or "busy" in reason:
+        return StoreError(f"{path}: another process kept the store locked for over "
+                          f"{BUSY_TIMEOUT_S:.0f} s ({message}); try again when it has finished")
+    return StoreError(f"{path}: store error ({message})")
+
+
 def connect(path: Path | str) -> sqlite3.Connection:
     """Open (creating if needed) and migrate the store."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        db = sqlite3.connect(path, timeout=30, isolation_level=None)
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot create the store's folder {path.parent} "
+                         f"({exc.strerror or exc}); pass --db to use another file") from None
+    db = None
+    try:
+        db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         db.row_factory = sqlite3.Row
-        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+        _use_wal(db)
         db.execute("PRAGMA foreign_keys=ON")
         db.execute("PRAGMA synchronous=NORMAL")
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-    except sqlite3.DatabaseError as exc:
-        raise StoreError(f"{path}: not a minutes store ({exc}); pass --db to use another file") from None
+        _migrate(db, path)
+    except sqlite3.Error as exc:
+        if db is not None:
+            db.close()
+        raise error_for(path, exc) from None
+    except StoreError:
+        db.close()
+        raise
+    return db
+
+
+def _use_wal(db: sqlite3.Connection) -> None:
+    """WAL, so readers and one writer work at once. Switching a new file to WAL takes an
+    exclusive lock, and when two first runs try it together SQLite answers "database is locked"
+    at once, without calling the busy handler: so wait here instead, up to the same timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def _schema_version(db: sqlite3.Connection) -> int:
+    return db.execute("PRAGMA user_version").fetchone()[0]
+
+
+def _migrate(db: sqlite3.Connection, path: Path) -> None:
+    """Bring the store up to SCHEMA_VERSION, all migrations in one transaction. The version is
+    read again inside BEGIN IMMEDIATE: of two first runs on a new store, one migrates and the
+    other waits for it, then finds nothing left to do. A current store takes no write lock, so
+    a store that cannot be written can still be read."""
+    version = _schema_version(db)
+    if version < SCHEMA_VERSION:
+        with transaction(db):
+            version = _schema_version(db)
+            for number in range(version, SCHEMA_VERSION):
+                MIGRATIONS[number](db)
+                db.execute(f"PRAGMA user_version={number + 1}")
     if version > SCHEMA_VERSION:
         raise StoreError(
             f"{path}: store schema v{version} is newer than this program (v{SCHEMA_VERSION}); "
             "upgrade minutes-pipeline"
         )
-    for number in range(version, SCHEMA_VERSION):
-        with transaction(db):
-            MIGRATIONS[number](db)
-            db.execute(f"PRAGMA user_version={number + 1}")
-    return db
+
+
+# Counted by `minutes check`: the tables a person recognises (what each stage made).
+_COUNTED = {
+    "documents": "SELECT COUNT(*) FROM documents",
+    "items": "SELECT COUNT(*) FROM items WHERE is_current = 1",
+    "predictions": "SELECT COUNT(*) FROM predictions",
+    "summaries": "SELECT COUNT(*) FROM summaries",
+    "labels": "SELECT COUNT(*) FROM labels",
+    "runs": "SELECT COUNT(*) FROM runs",
+}
+
+
+def check(path: Path | str, full: bool = False) -> dict:
+    """How sound the store at `path` is, without creating or migrating it: its schema version,
+    its row counts, and SQLite's own check of every page (`quick_check`; `integrity_check`,
+    slower, also compares every index with its table, when `full`). Raises StoreError only
+    when there is no store to check."""
+    path = Path(path)
+    if not path.is_file():
+        raise StoreError(f"{path}: no store here; pass --db to check another file")
+    pragma = "integrity_check" if full else "quick_check"
+    report = {"path": str(path), "schema_version": None, "program_schema_version": SCHEMA_VERSION,
+              "check": pragma, "counts": {}, "problems": [], "sound": False}
+    problems = report["problems"]
+    try:
+        db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    except sqlite3.Error as exc:
+        problems.append(str(exc))
+        return report
+    try:
+        version = report["schema_version"] = _schema_version(db)
+        # At most 20 lines: a badly damaged file can list every page.
+        found = [row[0] for row in db.execute(f"PRAGMA {pragma}(20)")]
+        if found != ["ok"]:
+            problems += found
+        if version == 0:
+            problems.append("not a minutes store (it has no schema version)")
+        elif version > SCHEMA_VERSION:
+            problems.append(f"schema v{version} is newer than this program (v{SCHEMA_VERSION})")
+        else:
+            for name, sql in _COUNTED.items():
+                try:
+                    report["counts"][name] = db.execute(sql).fetchone()[0]
+                except sqlite3.DatabaseError as exc:
+                    problems.append(f"counting {name}: {exc}")
+    except sqlite3.DatabaseError as exc:
+        problems.append(str(exc))
+    finally:
+        db.close()
+    report["sound"] = not problems
+    return report
 
 
 @contextmanager
@@ -154,12 +293,26 @@ def document_with_hash(db, content_hash: str):
     return db.execute("SELECT * FROM documents WHERE content_hash = ?", (content_hash,)).fetchone()
 
 
-def save_document(db, document: dict, items: list[dict]) -> tuple[int, bool, list[int]]:
+def unchanged_document(db, source: str, content_hash: str):
+    """The stored document that makes this content nothing new, or None: the same source with
+    the same hash, or, for a source not seen before, the same content stored under another."""
+    existing = document_by_source(db, source)
+    if existing is not None:
+        return existing if existing["content_hash"] == content_hash else None
+    return document_with_hash(db, content_hash)
+
+
+def save_document(db, document: dict, items: list[dict]) -> tuple[int, str, list[int]]:
     """Store a document and its items together. A changed document keeps its old items
-    (and their predictions) marked not current. Returns (document id, was it a replacement,
-    the new item ids)."""
+    (and their predictions) marked not current. Returns (document id, outcome, the new item
+    ids); the outcome is "new", "replaced", or "unchanged" when the store already held this
+    content: decided inside the write transaction, so of two processes ingesting one file at
+    once, the second finds the first's document instead of replacing it."""
     item_ids = []
     with transaction(db):
+        same = unchanged_document(db, document["source"], document["content_hash"])
+        if same is not None:
+            return same["id"], "unchanged", []
         existing = document_by_source(db, document["source"])
         fields = ("content_hash", "format", "council", "committee", "meeting_date", "fetched_at")
         if existing:
@@ -192,7 +345,7 @@ def save_document(db, document: dict, items: list[dict]) -> tuple[int, bool, lis
                 ),
             )
             item_ids.append(cursor.lastrowid)
-    return document_id, existing is not None, item_ids
+    return document_id, "replaced" if existing else "new", item_ids
 
 
 _ITEM_COLUMNS = (
@@ -433,7 +586,10 @@ def start_run(db, model_version: str | None) -> int:
 
 
 def finish_run(db, run_id: int, status: str, counts: dict, failed: list, briefing: str | None,
-               model_version: str | None = None, item_high_water: int | None = None):
+               model_version: str | None = None, item_high_water: int | None = None,
+               briefed_ids: Iterable[int] = ()):
+    """Close a run; the items its briefing showed are recorded in the same transaction, so a
+    run killed before this point leaves them to the next run's briefing."""
     with transaction(db):
         db.execute(
             "UPDATE runs SET ended_at=?, status=?, counts=?, failed=?, briefing=?, model_version=?, "
@@ -441,6 +597,8 @@ def finish_run(db, run_id: int, status: str, counts: dict, failed: list, briefin
             (now(), status, json.dumps(counts), json.dumps(failed), briefing, model_version,
              item_high_water, run_id),
         )
+        db.executemany("INSERT OR IGNORE INTO briefed (item_id, run_id) VALUES (?, ?)",
+                       [(item_id, run_id) for item_id in briefed_ids])
 
 
 def mark_interrupted_runs(db) -> int:
@@ -484,6 +642,25 @@ def items_since(db, since_date: str | None = None, after_item_id: int | None = N
         sql += " AND i.id IN (SELECT item_id FROM predictions WHERE run_id = ?)"
         params.append(run_id)
     return [_item(r) for r in db.execute(sql + " ORDER BY i.id", params)]
+
+
+def items_to_brief(db, classifier_version: str) -> list[dict]:
+    """Current items no nightly briefing has shown yet that are ready to show: classified by
+    this model, and summarised when flagged. An item ingested or classified while a run was
+    working waits for the next run instead of being passed over."""
+    sql = (
+        f"SELECT {_ITEM_COLUMNS} FROM items i JOIN documents d ON d.id = i.document_id "
+        "JOIN predictions p ON p.item_id = i.id AND p.model_version = ? "
+        "WHERE i.is_current = 1 AND NOT EXISTS (SELECT 1 FROM briefed b WHERE b.item_id = i.id) "
+        "AND (p.labels = '[]' OR EXISTS (SELECT 1 FROM summaries s WHERE s.item_id = i.id)) "
+        "ORDER BY i.id"
+    )
+    return [_item(r) for r in db.execute(sql, (classifier_version,))]
+
+
+def briefed_in(db, run_id: int) -> list[int]:
+    return [r[0] for r in db.execute("SELECT item_id FROM briefed WHERE run_id = ? ORDER BY item_id",
+                                     (run_id,))]
 
 
 # ---------------------------------------------------------------- fetch state

@@ -22,7 +22,7 @@ import numpy as np
 from pipeline import modelfolder
 from pipeline.config import LABELS
 from pipeline.ingest.readers import normalise
-from pipeline.ingest.split import split_document
+from pipeline.ingest.split import is_procedural, split_document
 from pipeline.passages import item_context, item_passages, overlaps
 
 # What a classifier trained with context reads with each passage; recorded on its card.
@@ -56,6 +56,10 @@ class TrainingArguments:
     # The word embeddings stay as pretrained: a third of the weights, whose AdamW update cost a
     # third of each step, for rows that a few thousand passages barely move.
     freeze_word_embeddings: bool = True
+    # The lowest encoder layers stay as pretrained, and what they make of each passage is
+    # computed once and reused every epoch: a step then runs forward and backward through the
+    # upper layers only (BERT-shaped encoders; others train whole).
+    frozen_layers: int = 3
 
 
 class DataError(Exception):
@@ -116,18 +120,23 @@ def labelled_data(labelled_dir: Path) -> tuple[list[dict], list[dict], list[str]
 
 
 def prepare(row: dict) -> dict:
-    """A gold row's text as ingest would store it: page furniture removed, title found."""
+    """A gold row's text as ingest would store it: page furniture removed, title found.
+
+    A row that names its title is one item with that title: a heading the splitter finds in
+    its text (a scraped page's "Issue details", or the previous item's "Minutes of the
+    previous meeting") neither renames it nor makes it procedural."""
     parsed = split_document(normalise(row["text"]))
     parts = parsed["items"]
     if len(parts) == 1:
-        title, text = parts[0]["title"], parts[0]["text"]
+        found_title, text = parts[0]["title"], parts[0]["text"]
     else:
-        title, text = row.get("title"), "\n\n".join(p["text"] for p in parts)
+        found_title, text = None, "\n\n".join(p["text"] for p in parts)
+    title = row.get("title") or found_title
     resolutions = "\n".join(p["resolutions"] for p in parts if p.get("resolutions")) or None
     purpose = row.get("purpose") or (parts[0].get("purpose") if len(parts) == 1 else None)
-    return {**row, "title": title or row.get("title"), "text": text, "raw_text": row["text"],
+    return {**row, "title": title, "text": text, "raw_text": row["text"],
             "purpose": purpose, "committee": row.get("committee") or row.get("meeting"),
-            "resolutions": resolutions, "is_procedural": len(parts) == 1 and parts[0]["is_procedural"]}
+            "resolutions": resolutions, "is_procedural": is_procedural(title)}
 
 
 def passage_targets(row: dict) -> list[tuple[str, list[float]]]:
@@ -234,6 +243,15 @@ def fine_tune(base: Path, texts: list[str], targets: np.ndarray, args: TrainingA
 
     encoded = encode(tokenizer, texts, args.max_tokens, contexts)  # once, for every epoch
     lengths = [len(ids) for ids in encoded["input_ids"]]
+    # At least the top layer always trains (a 2-layer test model freezes one).
+    frozen = min(args.frozen_layers, len(_layers(model)) - 1) if _layers(model) is not None else 0
+    cached = None
+    if frozen:
+        for p in model.base_model.embeddings.parameters():
+            p.requires_grad_(False)
+        for layer in _layers(model)[:frozen]:
+            layer.requires_grad_(False)
+        cached = lower_states(model, tokenizer, encoded, frozen)
     targets_t = torch.tensor(targets, dtype=torch.float32)
     is_negative = targets.sum(axis=1) == 0
     kept = int((~is_negative).sum() + args.negative_share * is_negative.sum())
@@ -262,9 +280,11 @@ def fine_tune(base: Path, texts: list[str], targets: np.ndarray, args: TrainingA
     step = 0
     for _ in range(args.epochs):
         for chunk in epoch_batches(lengths, is_negative, args, generator):
-            features = [{k: encoded[k][i] for k in encoded.keys()} for i in chunk]
-            batch = tokenizer.pad(features, return_tensors="pt")
-            logits = model(**batch).logits
+            if cached is not None:
+                logits = upper_logits(model, [cached[i] for i in chunk], frozen)
+            else:
+                features = [{k: encoded[k][i] for k in encoded.keys()} for i in chunk]
+                logits = model(**tokenizer.pad(features, return_tensors="pt")).logits
             loss = loss_fn(logits, targets_t[chunk])
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
@@ -276,6 +296,65 @@ def fine_tune(base: Path, texts: list[str], targets: np.ndarray, args: TrainingA
                 on_step(step, total, float(loss.detach()))
     model.eval()
     return model, tokenizer
+
+
+def _layers(model):
+    """The encoder's layer list when the model is BERT-shaped (embeddings, encoder.layer, pooler,
+    then dropout and a linear classifier), else None."""
+    base = getattr(model, "base_model", None)
+    layers = getattr(getattr(base, "encoder", None), "layer", None)
+    if (layers is None or not hasattr(base, "embeddings") or getattr(base, "pooler", None) is None
+            or not hasattr(model, "classifier") or not hasattr(model, "dropout")):
+        return None
+    return layers
+
+
+def _run_layers(model, layers, hidden, mask):
+    import torch
+
+    # Additive, broadcast over heads and queries: what BERT's eager and SDPA attention both take.
+    dtype = hidden.dtype
+    extended = (1.0 - mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
+    for layer in layers:
+        out = layer(hidden, attention_mask=extended)
+        hidden = out[0] if isinstance(out, tuple) else out
+    return hidden
+
+
+def lower_states(model, tokenizer, encoded, frozen: int, batch_size: int = 64) -> list:
+    """Each passage's hidden states after the embeddings and the lowest `frozen` layers, unpadded,
+    computed once with no dropout (those layers are not trained)."""
+    import torch
+
+    order = sorted(range(len(encoded["input_ids"])), key=lambda i: len(encoded["input_ids"][i]))
+    states: list = [None] * len(order)
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            batch = tokenizer.pad([{k: encoded[k][i] for k in encoded.keys()} for i in chunk],
+                                  return_tensors="pt")
+            hidden = model.base_model.embeddings(input_ids=batch["input_ids"],
+                                                 token_type_ids=batch.get("token_type_ids"))
+            hidden = _run_layers(model, _layers(model)[:frozen], hidden, batch["attention_mask"])
+            for row, i in enumerate(chunk):
+                states[i] = hidden[row, :len(encoded["input_ids"][i])].clone()
+    model.train(was_training)
+    return states
+
+
+def upper_logits(model, states: list, frozen: int):
+    """The rest of the model over cached lower states: the upper layers, the pooler and the head,
+    exactly as the whole model computes them."""
+    import torch
+    from torch.nn.utils.rnn import pad_sequence
+
+    hidden = pad_sequence(states, batch_first=True)
+    lengths = torch.tensor([len(s) for s in states])
+    mask = (torch.arange(hidden.shape[1])[None, :] < lengths[:, None]).long()
+    hidden = _run_layers(model, _layers(model)[frozen:], hidden, mask)
+    return model.classifier(model.dropout(model.base_model.pooler(hidden)))
 
 
 def choose_thresholds(scores: np.ndarray, truth: np.ndarray) -> dict[str, float]:

@@ -358,3 +358,59 @@ def test_cross_validation_trains_on_other_folds_and_scores_each_item_once(model_
         assert 0.0 <= low <= high <= 1.0
     bad = runner.invoke(app, ["evaluate", "--gold", str(gold), "--cross-validate", "1"], env=env)
     assert bad.exit_code == 2 and "2 to 9 folds" in bad.stderr
+
+
+def test_a_labelled_rows_own_title_names_the_item():
+    """A scraped item whose text opens with another item's heading (here the previous item's
+    "Minutes of the previous meeting") keeps the title it was labelled with, and is not taken
+    for a procedural item and left unscored."""
+    row = {"id": "x", "meeting": "Children's Scrutiny Panel",
+           "title": "Update from the Children's Services Commissioner",
+           "text": "Minutes of the Previous Meeting held on 3 March\n\nThe minutes were agreed.\n\n"
+                   "Update from the Children's Services Commissioner\n\nThe Commissioner appointed by "
+                   "the Secretary of State presented her second report to the Panel."}
+    prepared = prepare(row)
+    assert prepared["title"] == row["title"] and not prepared["is_procedural"]
+    assert item_passages(prepared["text"], prepared["title"])[0] == row["title"]
+    # A row without a title still takes the heading found in its text.
+    assert prepare({"id": "y", "text": "Agenda item\n\nCare homes\n\nTen reports were published "
+                    "this quarter on care homes."})["title"] == "Care homes"
+    # And one titled as procedural is procedural.
+    assert prepare({**row, "title": "Apologies for Absence"})["is_procedural"]
+
+
+def test_frozen_lower_layers_are_computed_once_and_give_the_whole_models_logits(tiny_base, tmp_path):
+    """Training with the lowest layers frozen reuses their cached outputs: the upper layers over
+    those cached states give exactly the whole model's logits, the frozen layers do not move,
+    and the layers above them do."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from pipeline.inference import encode
+    from pipeline.train import fine_tune, lower_states, upper_logits
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_base, num_labels=3,
+                                                               ignore_mismatched_sizes=True).eval()
+    texts = ["Caseloads rose to 28 per social worker.", "The report was noted.",
+             "Ofsted judged the service inadequate in March and the council was issued a notice."]
+    contexts = ["Scrutiny | Workforce", "Cabinet | Budget", "Cabinet | Ofsted inspection"]
+    encoded = encode(tokenizer, texts, 64, contexts)
+    states = lower_states(model, tokenizer, encoded, 1)
+    assert [len(s) for s in states] == [len(ids) for ids in encoded["input_ids"]]
+    with torch.no_grad():
+        whole = model(**tokenizer.pad([{k: encoded[k][i] for k in encoded.keys()} for i in range(3)],
+                                      return_tensors="pt")).logits
+        upper = upper_logits(model, states, 1)
+    assert torch.allclose(whole, upper, atol=1e-5)
+
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    rows = composed_rows(40)
+    pairs = [(t, tg) for r in rows for t, tg in passage_targets(r)]
+    trained, _ = fine_tune(tiny_base, [p[0] for p in pairs], np.array([p[1] for p in pairs], dtype=np.float32),
+                           TrainingArguments(epochs=1, frozen_layers=1, learning_rate=3e-4),
+                           {i: label for i, label in enumerate(LABELS)})
+    after = dict(trained.named_parameters())
+    assert all(torch.equal(before[n], after[n]) for n in before
+               if n.startswith(("bert.embeddings.", "bert.encoder.layer.0.")))
+    assert any(not torch.equal(before[n], after[n]) for n in before if n.startswith("bert.encoder.layer.1."))

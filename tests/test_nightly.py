@@ -163,7 +163,7 @@ request_delay_s = 0.0
 request_timeout_s = 1.0
 
 [thresholds]
-workforce_concern = 1.01   # never flag workforce concerns (a probability never exceeds 1)
+workforce_concern = 0.999999   # in effect never flag workforce concerns
 
 [[sources]]
 kind = "path"
@@ -198,3 +198,55 @@ def test_a_bad_config_file_is_one_clear_error(model_env, tmp_path):
     result = runner.invoke(app, ["nightly", "--config", str(config)], env=model_env)
     assert result.exit_code == 2
     assert "bad.toml: unknown label(s) in [thresholds]: ofsted" in result.stderr
+
+
+def test_items_ingested_during_a_nightly_run_are_briefed_once_by_the_next(models_dir, tmp_path, monkeypatch):
+    """Issue 15, finding 3: an ingest that lands while a nightly run is classifying must not be
+    covered by that run's briefing before it is classified; the next run briefs it, and no item
+    is ever in two briefings."""
+    import shutil
+
+    from pipeline import nightly
+    from pipeline.config import Settings, Source
+    from pipeline.ingest import ingest_paths
+
+    samples = sorted(p for p in SAMPLES.iterdir() if p.suffix in (".html", ".txt", ".pdf", ".docx"))
+    first_half, second_half = tmp_path / "a", tmp_path / "b"
+    for folder, files in ((first_half, samples[::2]), (second_half, samples[1::2])):
+        folder.mkdir()
+        for path in files:
+            shutil.copy(path, folder / path.name)
+    db_path = tmp_path / "minutes.db"
+    settings = Settings(db=db_path, models_dir=models_dir, sources=[Source(path=str(first_half))])
+
+    # A second process's ingest, landing just after the run has read what it will classify.
+    pending = store.items_without_predictions
+    landed = []
+
+    def pending_then_an_ingest_lands(db, version):
+        rows = pending(db, version)
+        if not landed:
+            other = store.connect(db_path)
+            landed.extend(ingest_paths(other, [second_half]).item_ids)
+            other.close()
+        return rows
+
+    monkeypatch.setattr(nightly.store, "items_without_predictions", pending_then_an_ingest_lands)
+    briefed = []
+    for night in ("first", "second"):
+        out = tmp_path / night
+        result = nightly.run_nightly(settings.with_overrides(out_dir=out))
+        data = json.loads((out / "briefing.json").read_text())
+        briefed.append({e["id"] for group in data["groups"] for e in group["items"]}
+                       | {e["id"] for e in data["also_read"]})
+        assert data["items_read"] == len(briefed[-1])
+    assert landed, "the concurrent ingest stored nothing"
+    db = store.connect(db_path)
+    current = {i["id"] for i in store.items(db)}
+    assert not briefed[0] & set(landed)  # not classified in time for the first briefing
+    assert briefed[1] == set(landed)     # so the second one shows them
+    assert briefed[0] | briefed[1] == current and not briefed[0] & briefed[1]
+    assert set(store.briefed_in(db, result.run_id)) == set(landed)
+    # A third night with nothing new keeps the last briefing and briefs nobody again.
+    third = nightly.run_nightly(settings.with_overrides(out_dir=tmp_path / "second"))
+    assert store.briefed_in(db, third.run_id) == []

@@ -80,10 +80,9 @@ def ingest_bytes(db, source: str, data: bytes, meta: dict | None = None) -> Inge
     report = IngestReport()
     meta = meta or {}
     content_hash = hashlib.sha256(data).hexdigest()
-    existing = store.document_by_source(db, source)
-    if (existing and existing["content_hash"] == content_hash) or (
-        not existing and store.document_with_hash(db, content_hash)
-    ):
+    # Cheap early check, so unchanged files are not parsed; save_document decides again inside
+    # its write transaction, since another process may store this document meanwhile.
+    if store.unchanged_document(db, source, content_hash) is not None:
         report.unchanged += 1
         return report
     fmt, parsed = parse_bytes(source, data)
@@ -96,9 +95,12 @@ def ingest_bytes(db, source: str, data: bytes, meta: dict | None = None) -> Inge
         "meeting_date": meta.get("meeting_date") or parsed["meeting_date"],
         "fetched_at": meta.get("fetched_at"),
     }
-    _, replaced, item_ids = store.save_document(db, document, parsed["items"])
-    report.documents_replaced += int(replaced)
-    report.documents_new += int(not replaced)
+    _, outcome, item_ids = store.save_document(db, document, parsed["items"])
+    if outcome == "unchanged":
+        report.unchanged += 1
+        return report
+    report.documents_replaced += int(outcome == "replaced")
+    report.documents_new += int(outcome == "new")
     report.items_new += len(parsed["items"])
     report.item_ids += item_ids
     return report
