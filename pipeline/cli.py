@@ -147,7 +147,23 @@ def progress_bar() -> Progress:
 
 
 def error_line(path: str, reason: str) -> None:
-    console.print(f"{path}: {reason}", markup=False)
+    """`path: reason`, always one line: control characters in a file's name (a newline could
+    forge a second line), format characters and undecodable bytes are written as escapes."""
+    console.print(f"{_escape_controls(path)}: {_escape_controls(reason)}", markup=False)
+
+
+def _escape_controls(text: str) -> str:
+    import unicodedata
+
+    if text.isprintable():
+        return text
+
+    def escape(ch: str) -> str:
+        if "\udc80" <= ch <= "\udcff":  # a byte of a file name that is not UTF-8, as that byte
+            return f"\\x{ord(ch) - 0xDC00:02x}"
+        return repr(ch)[1:-1] if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp") else ch
+
+    return "".join(map(escape, text))
 
 
 # ---------------------------------------------------------------- ingest and browsing
@@ -163,11 +179,13 @@ def ingest(
 
     Re-ingesting unchanged files adds nothing; a changed file replaces its items (old predictions
     are kept, marked stale). A bad file is reported as `path: reason` and the rest go on;
-    exit status 1 when any failed.
+    exit status 1 when any failed. Each file is read within limits (max_file_mb, max_html_depth,
+    max_html_elements, max_pdf_pages, max_pdf_chars, max_docx_members, max_docx_unzipped_mb,
+    max_item_chars) and a wall-clock parse_budget_s; over one, the reason ends "(limit N)".
 
     Example: minutes ingest data/samples ../shared/corpus/dev --db data/minutes.db
     """
-    from pipeline.ingest import expand_paths, ingest_paths
+    from pipeline.ingest import expand_paths, ingest_paths, limits_from
 
     settings = settings_from(config, db=db)
     database = open_store(settings)
@@ -175,7 +193,7 @@ def ingest(
     with progress_bar() as bar:
         task = bar.add_task("ingesting", total=len(files))
         report = ingest_paths(
-            database, paths, max_file_mb=settings.max_file_mb, council=council,
+            database, paths, limits=limits_from(settings), council=council,
             on_error=error_line, progress=lambda _: bar.advance(task),
         )
     if as_json:

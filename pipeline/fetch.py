@@ -22,7 +22,7 @@ from selectolax.lexbor import LexborHTMLParser
 
 from pipeline import store
 from pipeline.config import Settings, Source
-from pipeline.ingest import IngestReport, ingest_bytes
+from pipeline.ingest import IngestReport, ingest_bytes, limits_from
 from pipeline.ingest.readers import InputError
 from pipeline.ingest.split import parse_date
 
@@ -260,7 +260,8 @@ def fetch_moderngov(db, settings: Settings, source: Source, since: date | None =
                     continue
                 if on_progress:
                     on_progress(url)
-                _fetch_meeting(db, client, url, state, committee, meeting, source, report, fail)
+                _fetch_meeting(db, client, url, state, committee, meeting, source, report, fail,
+                               limits_from(settings))
     finally:
         client.close()
     return report
@@ -273,7 +274,7 @@ def _is_followed(committee: dict, follow: list[str]) -> bool:
     return any(str(f) == committee["id"] or str(f).lower() in title for f in follow)
 
 
-def _fetch_meeting(db, client, url, state, committee, meeting, source, report, fail) -> None:
+def _fetch_meeting(db, client, url, state, committee, meeting, source, report, fail, limits) -> None:
     try:
         page = client.get(url, state["etag"] if state else None, state["last_modified"] if state else None)
     except FetchError as exc:
@@ -295,7 +296,7 @@ def _fetch_meeting(db, client, url, state, committee, meeting, source, report, f
                 raise FetchError(f"HTTP {doc.status}")
             store.save_fetched(db, doc_url, client.base, doc.etag, doc.last_modified,
                                hashlib.sha256(doc.content).hexdigest(), doc.content, doc.content_type)
-            result = ingest_bytes(db, doc_url, doc.content, meta)
+            result = ingest_bytes(db, doc_url, doc.content, meta, limits)
             report.merge(result)
             if b"Minutes:" not in doc.content and not doc_url.lower().endswith(".pdf"):
                 complete = False  # minutes not published yet: ask again next time

@@ -168,7 +168,7 @@ class NightlyResult:
 def run_nightly(settings: Settings, on_error: Callable[[str, str], None] | None = None,
                 on_stage: Callable[[str, int, int], None] | None = None) -> NightlyResult:
     """One overnight run under the lock. Raises Locked when another run holds it."""
-    from pipeline.ingest import ingest_paths
+    from pipeline.ingest import ingest_paths, limits_from
 
     with RunLock(settings.db) as lock:
         db = store.connect(settings.db)
@@ -182,8 +182,8 @@ def run_nightly(settings: Settings, on_error: Callable[[str, str], None] | None 
         try:
             for source in settings.sources:
                 if source.kind == "path":
-                    report = ingest_paths(db, [Path(source.path)], settings.max_file_mb,
-                                          source.council, on_error)
+                    report = ingest_paths(db, [Path(source.path)], limits=limits_from(settings),
+                                          council=source.council, on_error=on_error)
                 else:
                     from pipeline.fetch import fetch_moderngov
 

@@ -170,3 +170,42 @@ def test_items_json_lists_the_promised_fields(env):
     assert listing[0]["labels"] is None
     shown = runner.invoke(app, ["show", str(listing[0]["id"])], env=env)
     assert shown.exit_code == 0 and "Early Help and Early Intervention Strategy" in shown.stdout
+
+
+def test_parse_limits_come_from_the_settings(env):
+    from pipeline.config import Settings
+    from pipeline.ingest import Limits, limits_from
+
+    assert limits_from(Settings()) == Limits()  # the same defaults in both places
+    limited = {**env, "MINUTES_MAX_ITEM_CHARS": "300", "MINUTES_MAX_HTML_DEPTH": "3"}
+    result = runner.invoke(app, ["ingest", str(SAMPLES / "eastfield-early-help.txt"),
+                                 str(SAMPLES / "westhaven-decision-commissioner.html")], env=limited)
+    assert result.exit_code == 1
+    lines = result.stderr.splitlines()
+    assert any(line.endswith("eastfield-early-help.txt: item 1 longer than limit (limit 300 characters)")
+               for line in lines), lines
+    assert any(line.endswith("westhaven-decision-commissioner.html: HTML elements nested too deep (limit 3)")
+               for line in lines), lines
+
+
+def test_html_text_is_read_in_one_parse_and_walks_deep_trees(monkeypatch):
+    """A page is parsed once (title and text from one tree), and a tree 80,000 elements deep is
+    walked without recursion. How its time grows with depth is measured by
+    benchmarks/html_depth.py, not asserted here."""
+    from selectolax.lexbor import LexborHTMLParser
+
+    from pipeline.ingest import readers
+
+    parses = []
+    real_parser = readers.HTMLParser
+
+    def counting_parser(html):
+        parses.append(len(html))
+        return real_parser(html)
+
+    limits = readers.Limits(max_html_depth=10**6, max_html_elements=10**6)
+    tree = LexborHTMLParser("<body>" + "<span>" * 80_000 + "noted" + "</span>" * 80_000)
+    assert readers._tree_text(tree, limits).strip() == "noted"
+    monkeypatch.setattr(readers, "HTMLParser", counting_parser)
+    text, title = readers.html_text_and_title("<title>T</title><p>One</p><p>Two</p>")
+    assert (text, title, len(parses)) == ("\nOne\n\nTwo\n", "T", 1)

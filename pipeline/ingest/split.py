@@ -45,8 +45,8 @@ _HELD_ON = re.compile(
 _COUNCIL = re.compile(
     r"\b((?:London Borough|Royal Borough|City|County Borough|Borough) of"
     r"(?: (?!Minutes\b|Meeting\b|Agenda\b|Cabinet\b|Council\b)[A-Z][\w'’-]+)+|"
-    r"(?:[A-Z][\w'’-]+ )+(?:County |City |Borough |District |Metropolitan Borough |Unitary )?Council)\b"
-)
+    r"(?:[A-Z][\w'’-]{1,40} ){1,12}(?:County |City |Borough |District |Metropolitan Borough |Unitary )?Council)\b"
+)  # Bounded words: unbounded, a long run of capitalised words costs time quadratic in its length.
 _MEETING_OF = re.compile(
     r"meeting of (?:the )?(?P<committee>[A-Z][^\n]{2,80}?) held on (?:(?:" + _DAYS + r"),?\s+)?"
     r"(?P<date>\d{1,2}(?:st|nd|rd|th)?\s+(?:" + _MONTHS + r"),?\s+\d{4})",
