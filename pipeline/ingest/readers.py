@@ -15,24 +15,30 @@ from dataclasses import dataclass
 
 from selectolax.lexbor import LexborHTMLParser as HTMLParser
 
+from pipeline.config import Settings
+
 
 class InputError(Exception):
     """This input cannot be read; the message is the reason, for a `path: reason` line."""
+
+
+# The defaults live in one place, the Settings; a Limits is the part of them a parser reads.
+_DEFAULTS = Settings()
 
 
 @dataclass(frozen=True)
 class Limits:
     """What one document may cost to read (the Settings fields of the same names)."""
 
-    max_file_mb: float = 20.0
-    max_html_depth: int = 2000
-    max_html_elements: int = 200_000
-    max_pdf_pages: int = 500
-    max_pdf_chars: int = 5_000_000
-    max_docx_unzipped_mb: float = 100.0
-    max_docx_members: int = 2000
-    max_item_chars: int = 200_000
-    parse_budget_s: float = 20.0
+    max_file_mb: float = _DEFAULTS.max_file_mb
+    max_html_depth: int = _DEFAULTS.max_html_depth
+    max_html_elements: int = _DEFAULTS.max_html_elements
+    max_pdf_pages: int = _DEFAULTS.max_pdf_pages
+    max_pdf_chars: int = _DEFAULTS.max_pdf_chars
+    max_docx_unzipped_mb: float = _DEFAULTS.max_docx_unzipped_mb
+    max_docx_members: int = _DEFAULTS.max_docx_members
+    max_item_chars: int = _DEFAULTS.max_item_chars
+    parse_budget_s: float = _DEFAULTS.parse_budget_s
 
 
 DEFAULT_LIMITS = Limits()
