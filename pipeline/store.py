@@ -627,17 +627,13 @@ def last_successful_run(db) -> dict | None:
     return dict(row) if row else None
 
 
-def items_since(db, since_date: str | None = None, after_item_id: int | None = None,
-                run_id: int | None = None) -> list[dict]:
-    """Current items for a briefing: ingested since a date, after an item id, or in one run."""
+def items_since(db, since_date: str | None = None, run_id: int | None = None) -> list[dict]:
+    """Current items for `minutes brief`: ingested since a date, or classified in one run."""
     sql = f"SELECT {_ITEM_COLUMNS} FROM items i JOIN documents d ON d.id = i.document_id WHERE i.is_current = 1"
     params: list = []
     if since_date:
         sql += " AND (COALESCE(i.meeting_date, substr(i.created_at, 1, 10)) >= ?)"
         params.append(since_date)
-    if after_item_id is not None:
-        sql += " AND i.id > ?"
-        params.append(after_item_id)
     if run_id is not None:
         sql += " AND i.id IN (SELECT item_id FROM predictions WHERE run_id = ?)"
         params.append(run_id)
