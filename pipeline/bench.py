@@ -16,6 +16,7 @@ import platform
 import tempfile
 import threading
 import time
+import warnings
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,6 +28,7 @@ from pipeline import modelfolder, store
 from pipeline.config import LABELS, REPO_ROOT, Source, load_settings
 from pipeline.inference import encode
 from pipeline.passages import item_context, item_passages
+from pipeline.stages import ModelCard
 
 CORPUS = REPO_ROOT.parent / "shared" / "corpus"
 
@@ -71,7 +73,8 @@ def cycle(records: list[dict], n: int) -> list[dict]:
     return [{**records[k % len(records)], "id": k} for k in range(n)]
 
 
-def naive_classify(folder: Path, records: list[dict], thresholds: dict, device: str) -> list[dict]:
+def naive_classify(folder: Path, records: list[dict], thresholds: dict, device: str,
+                   max_tokens: int = 128) -> list[dict]:
     """What a user would write: transformers.pipeline, default settings, one call per passage,
     every passage of every item."""
     from transformers import pipeline as hf_pipeline
@@ -86,7 +89,7 @@ def naive_classify(folder: Path, records: list[dict], thresholds: dict, device: 
         for i, passage in enumerate(passages):
             # A model trained with context reads the same (context, passage) pair here.
             query = {"text": item_context(record), "text_pair": passage} if with_context else passage
-            answer = classifier(query, truncation=True, max_length=128)
+            answer = classifier(query, truncation=True, max_length=max_tokens)
             if answer and isinstance(answer[0], list):  # some versions wrap one input's scores
                 answer = answer[0]
             for result in answer:
@@ -139,10 +142,7 @@ def nightly_throughput(settings, records: list[dict], device: str, use_int8: boo
 
     with tempfile.TemporaryDirectory() as tmp:
         inbox = Path(tmp) / "inbox"
-        inbox.mkdir()
-        for record in records:
-            body = f"Agenda item\n\n{record['title'] or 'Item'}\n\nItem {record['id']}.\n\n{record['text']}\n"
-            (inbox / f"item-{record['id']:06d}.txt").write_text(body, encoding="utf-8")
+        write_inbox(inbox, records)
         nightly_settings = replace(settings, db=Path(tmp) / "nightly.db", out_dir=Path(tmp) / "out",
                                    sources=[Source(kind="path", path=str(inbox))], device=device,
                                    quantize=use_int8 and device == "cpu")
@@ -151,6 +151,60 @@ def nightly_throughput(settings, records: list[dict], device: str, use_int8: boo
         return {"items": result.items_new, "seconds": round(night.seconds, 1),
                 "items_s": round(result.items_new / night.seconds, 2), "peak_mb": night.peak_mb,
                 "classified": result.items_classified, "summarised": result.items_summarised}
+
+
+def write_inbox(folder: Path, records: list[dict]) -> None:
+    """One text file per record, as a council's minutes page of one item."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for record in records:
+        body = f"Agenda item\n\n{record['title'] or 'Item'}\n\nItem {record['id']}.\n\n{record['text']}\n"
+        (folder / f"item-{record['id']:06d}.txt").write_text(body, encoding="utf-8")
+
+
+def backfill_throughput(settings, records: list[dict] | None = None, documents: int = 200,
+                        actors: int = 2) -> dict:
+    """`minutes backfill` over the same documents with --engine local and --engine ray (a pool
+    of `actors`), from one run. Ray's overhead, apart: starting the local cluster (`ray_startup_s`;
+    0 when this process had already joined one), and the fixed cost of a job (`ray_fixed_s`: a
+    one-document job, which starts the actors and loads the models in each; `local_fixed_s` is
+    the same for this process). `*_items_s` are whole jobs'; `local_items_s_steady` leaves the
+    model load out (what a long backfill approaches). Ray's steady rate is not derived the same
+    way: its one-document job overlaps less of actor start with parsing than a long one, so the
+    difference of the two jobs is noise on 2 cores, not a rate."""
+    import pyarrow.parquet as pq
+
+    from pipeline.backfill import read_inputs, result_schema, run_local, run_ray, start_ray
+
+    records = records if records is not None else cycle(source_records(), documents)
+    with tempfile.TemporaryDirectory() as tmp:
+        inbox = Path(tmp) / "inbox"
+        write_inbox(inbox, records)
+        inputs, errors = read_inputs(inbox)
+        local_fixed = run_local(inputs[:1], [], settings, Path(tmp) / "local-one")
+        local = run_local(inputs, errors, settings, Path(tmp) / "local")
+        owns, startup_s = start_ray(None, None)
+        try:
+            with warnings.catch_warnings():  # Ray's note that one document cannot use 2 actors
+                warnings.simplefilter("ignore", UserWarning)
+                fixed = run_ray(inputs[:1], [], settings, Path(tmp) / "ray-one", actors)
+            ray = run_ray(inputs, errors, settings, Path(tmp) / "ray", actors)
+        finally:
+            if owns:
+                import ray as ray_module
+
+                ray_module.shutdown()
+
+        def labels(folder: str) -> dict:
+            table = pq.read_table(folder, columns=["source", "position", "labels"], schema=result_schema())
+            return {(r["source"], r["position"]): r["labels"] for r in table.to_pylist()}
+
+        same = labels(local.out) == labels(ray.out)
+    local_steady = max(local.seconds - local_fixed.seconds, 1e-9)
+    return {"documents": len(inputs), "items": local.items, "actors": actors,
+            "local_seconds": local.seconds, "local_items_s": round(local.items / local.seconds, 2),
+            "local_fixed_s": local_fixed.seconds, "local_items_s_steady": round(local.items / local_steady, 2),
+            "ray_seconds": ray.seconds, "ray_items_s": round(ray.items / ray.seconds, 2),
+            "ray_startup_s": round(startup_s, 2), "ray_fixed_s": fixed.seconds, "same_labels": same}
 
 
 def run(n: int, device: str, use_int8: bool, rounds: int = 3) -> dict:
@@ -174,11 +228,13 @@ def run(n: int, device: str, use_int8: bool, rounds: int = 3) -> dict:
     loaded = modelfolder.load(folder, device, quantize=use_int8 and device == "cpu")
     results["model_load_s"] = round(time.perf_counter() - started, 3)
     fp32 = loaded.fp32()  # int8 keeps its fp32 weights for close calls: the same, not loaded twice
+    # The card's max_tokens, as the nightly run and the stage objects read it (pipeline.stages).
+    max_tokens = ModelCard.from_dict(loaded.card, folder).tokens(settings)
 
     # Warm both paths up (first calls allocate and pick kernels) so N and 4N compare fairly.
-    classify_records(loaded, records[:16], device=device)
+    classify_records(loaded, records[:16], max_tokens=max_tokens, device=device)
     if use_int8:
-        classify_records(fp32, records[:16], device=device)
+        classify_records(fp32, records[:16], max_tokens=max_tokens, device=device)
     # Rounds alternate which path goes first; on a shared machine one round can be slowed by a
     # neighbour, so each figure is the median over the rounds and the spread is reported.
     timings: dict[str, list] = {"naive": [], "ours": [], "fp32": []}
@@ -189,11 +245,11 @@ def run(n: int, device: str, use_int8: bool, rounds: int = 3) -> dict:
                 continue
             with PeakMemory() as memory:
                 if way == "naive":
-                    naive = naive_classify(folder, records, loaded.card["thresholds"], device)
+                    naive = naive_classify(folder, records, loaded.card["thresholds"], device, max_tokens)
                 elif way == "ours":
-                    ours = classify_records(loaded, records, device=device)
+                    ours = classify_records(loaded, records, max_tokens=max_tokens, device=device)
                 else:
-                    ours_fp32 = classify_records(fp32, records, device=device)
+                    ours_fp32 = classify_records(fp32, records, max_tokens=max_tokens, device=device)
             timings[way].append(memory)
     if not use_int8:
         timings["fp32"], ours_fp32 = timings["ours"], ours
@@ -225,15 +281,15 @@ def run(n: int, device: str, use_int8: bool, rounds: int = 3) -> dict:
         abs(ours[k]["scores"][l] - naive[k]["scores"][l]) for k in scored for l in LABELS))
     contexts = ([item_context(r) for r in records if not r["is_procedural"]
                  for _ in item_passages(r["text"], r.get("title"))] if loaded.card.get("context") else None)
-    tokens = sum(len(ids) for ids in encode(loaded.tokenizer, texts, 128, contexts)["input_ids"])
+    tokens = sum(len(ids) for ids in encode(loaded.tokenizer, texts, max_tokens, contexts)["input_ids"])
     # What reading each passage with its item's context costs: the same weights, passages alone.
     if loaded.card.get("context"):
         alone = replace(fp32, card={**fp32.card, "context": None})
         start = time.perf_counter()
-        classify_records(alone, records, device=device)
+        classify_records(alone, records, max_tokens=max_tokens, device=device)
         alone_s = time.perf_counter() - start
         start = time.perf_counter()
-        classify_records(fp32, records, device=device)
+        classify_records(fp32, records, max_tokens=max_tokens, device=device)
         paired_s = time.perf_counter() - start
         results["classify"].update({"fp32_items_s_without_context": round(n / alone_s, 2),
                                     "fp32_items_s_with_context": round(n / paired_s, 2),
@@ -249,15 +305,16 @@ def run(n: int, device: str, use_int8: bool, rounds: int = 3) -> dict:
     # Linear cost: the same path at 4N.
     big = cycle(base_records, 4 * n)
     start = time.perf_counter()
-    classify_records(loaded, big, device=device)
+    classify_records(loaded, big, max_tokens=max_tokens, device=device)
     results["classify"]["ours_items_s_4n"] = round(4 * n / (time.perf_counter() - start), 2)
 
     summariser = modelfolder.load(s_folder, device, quantize=use_int8 and device == "cpu")
+    s_tokens = ModelCard.from_dict(summariser.card, s_folder).tokens(settings)
     flagged = [{**r, "evidence": p["evidence"]} for r, p in zip(records, ours) if p["labels"]]
     with PeakMemory() as naive_s:
-        naive_briefs = [summarise_records(summariser, [r], batch_size=1, device=device)[0] for r in flagged]
+        naive_briefs = [summarise_records(summariser, [r], batch_size=1, max_tokens=s_tokens, device=device)[0] for r in flagged]
     with PeakMemory() as ours_s:
-        ours_briefs = summarise_records(summariser, flagged, device=device)
+        ours_briefs = summarise_records(summariser, flagged, max_tokens=s_tokens, device=device)
     results["summarise"] = {
         "items": len(flagged), "naive_items_s": round(len(flagged) / naive_s.seconds, 2),
         "ours_items_s": round(len(flagged) / ours_s.seconds, 2),
@@ -267,6 +324,12 @@ def run(n: int, device: str, use_int8: bool, rounds: int = 3) -> dict:
     }
 
     results["nightly"] = nightly_throughput(settings, records, device, use_int8)
+    try:
+        import ray  # noqa: F401  (the optional extra)
+    except ImportError:
+        results["backfill"] = None
+    else:
+        results["backfill"] = backfill_throughput(replace(settings, device=device), records)
 
     if (CORPUS / "dev60.gold.jsonl").is_file():
         from pipeline.evaluate import classifier_metrics
@@ -297,6 +360,8 @@ def print_table(r: dict) -> None:
     print(f"{'measure':38} {'naive':>10} {'ours':>10} {'ratio':>14}")
     for row in rows:
         print(f"{row[0]:38} {row[1]:>10} {row[2]:>10} {row[3]:>14}")
+    if r.get("backfill"):
+        print_backfill(r["backfill"])
     print(f"classify speedup in each of {c['rounds']} rounds: {c['speedup_rounds']} (the median is reported)")
     print(f"labels equal to naive: fp32 {c['labels_equal_fp32']} (max score diff {c['max_score_diff_fp32']:.2e})"
           + (f", int8 {c['labels_equal_int8']} (max score diff {c['max_score_diff_int8']:.2e})" if r["int8"] else ""))
@@ -315,6 +380,13 @@ def print_table(r: dict) -> None:
             print(f"int8 moves dev60 macro-F1 by {change:.4f} (the rule for keeping it: under 0.01)")
 
 
+def print_backfill(b: dict) -> None:
+    print(f"backfill items/s ({b['items']} items, {b['documents']} documents): local {b['local_items_s']} "
+          f"({b['local_items_s_steady']} without its fixed {b['local_fixed_s']} s), ray with {b['actors']} "
+          f"actors {b['ray_items_s']} (a job's fixed cost {b['ray_fixed_s']} s: actors started, models loaded); "
+          f"ray start-up {b['ray_startup_s']} s; labels equal {b['same_labels']}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=200, help="items in the benchmark corpus (default 200)")
@@ -328,9 +400,20 @@ def main(argv: list[str] | None = None) -> None:
                              "figures are medians (default 3)")
     parser.add_argument("--nightly-only", action="store_true",
                         help="only time `minutes nightly` over N new items (e.g. --n 2000)")
+    parser.add_argument("--backfill-only", action="store_true",
+                        help="only time `minutes backfill` local against Ray (2 actors) over N new "
+                             "documents (e.g. --n 20 for a quick look); needs the ray extra")
+    parser.add_argument("--actors", type=int, default=2, help="Ray actors for the backfill row (default 2)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if args.backfill_only:
+        import torch
+
+        torch.set_num_threads(2)
+        print_backfill(backfill_throughput(replace(load_settings(), device=args.device),
+                                           documents=args.n, actors=args.actors))
+        return
     if args.nightly_only:
         import torch
 

@@ -121,6 +121,11 @@ _ENV.filters["md"] = _markdown_escape
 _ENV.filters["pct"] = lambda v: f"{100 * float(v or 0):.0f}%"
 
 
+def render_text(data: dict) -> str:
+    """The briefing as plain text (the e-mail's text part): no markup, so nothing to escape."""
+    return _ENV.get_template("briefing.txt.j2").render(**data)
+
+
 def write_briefing(data: dict, out_dir: Path, chart_png: str | None) -> dict[str, Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

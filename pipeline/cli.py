@@ -20,7 +20,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from pipeline import modelfolder, store
-from pipeline.config import LABELS, ConfigError, Settings, debug_requested, load_settings
+from pipeline.config import LABELS, ConfigError, DataError, Settings, debug_requested, load_settings
 
 # Exit statuses every command shares: 1 is a finished run in which some inputs failed, 2 a usage,
 # configuration, model or store error, 75 (EX_TEMPFAIL, pipeline.nightly) another run holds the
@@ -50,7 +50,7 @@ class MinutesGroup(TyperGroup):
             raise  # a command's own exit status, and usage errors typer prints itself
         except sqlite3.Error as exc:
             problem = str(store.error_for(_store_in_use or "the store", exc))
-        except (store.StoreError, ConfigError, modelfolder.ModelError) as exc:
+        except (store.StoreError, ConfigError, DataError, modelfolder.ModelError) as exc:
             problem = str(exc)
         except OSError as exc:
             if exc.errno == errno.EPIPE:
@@ -121,17 +121,48 @@ def user_errors(status: int = EXIT_USAGE):
 
 class LoggedProgress(Progress):
     """A rich bar on a terminal; elsewhere (cron, CI, a log file) a plain line at least every
-    `every_s` seconds while work advances: "training (loss 0.213): 120/420, 95 s"."""
+    `every_s` seconds while work is under way: "training (loss 0.213): 120/420, 95 s". Lines come
+    from updates and, between them (one batch of a slow stage can outlast `every_s`), from a
+    heartbeat thread, so a log never goes quiet for longer than `every_s`."""
 
     def __init__(self, *columns, every_s: float = 30.0, **kwargs):
         super().__init__(*columns, **kwargs)
         self.every_s = every_s
         self._last_line = time.monotonic()
+        self._last_task = None
+        self._stopped = None
+
+    def __enter__(self):
+        import threading
+
+        if self.disable:
+            self._stopped = threading.Event()
+            threading.Thread(target=self._heartbeat, daemon=True).start()
+        return super().__enter__()
+
+    def __exit__(self, *exc) -> None:
+        if self._stopped is not None:
+            self._stopped.set()
+        super().__exit__(*exc)
+
+    def _heartbeat(self) -> None:
+        while not self._stopped.wait(min(1.0, self.every_s)):
+            if self._last_task is not None and time.monotonic() - self._last_line >= self.every_s:
+                self._print_line(self._last_task)
 
     def update(self, task_id, **kwargs) -> None:
         super().update(task_id, **kwargs)
+        self._last_task = task_id
         if not self.disable or time.monotonic() - self._last_line < self.every_s:
             return
+        self._print_line(task_id)
+
+    def add_task(self, *args, **kwargs):
+        task_id = super().add_task(*args, **kwargs)
+        self._last_task = task_id
+        return task_id
+
+    def _print_line(self, task_id) -> None:
         self._last_line = time.monotonic()
         task = self._tasks[task_id]
         total = f"/{task.total:.0f}" if task.total else ""
@@ -294,14 +325,17 @@ def fetch_moderngov_command(
     committee: Annotated[Optional[list[str]], typer.Option("--committee", help="Committee name (or part) or id to follow (repeatable; default all).")] = None,
     since: Annotated[Optional[str], typer.Option(help="Only meetings on or after YYYY-MM-DD.")] = None,
     council: Annotated[Optional[str], typer.Option(help="Council name to record on the items.")] = None,
-    delay: Annotated[Optional[float], typer.Option(help="Seconds between requests (default 1).")] = None,
+    delay: Annotated[Optional[float], typer.Option(help="Seconds between requests to the site's host (default 1).")] = None,
     db: DbOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ):
     """Fetch new meetings' agenda items and minutes from a ModernGov site and ingest them.
-    Incremental: meetings already complete are not asked for again. Polite: robots.txt, a delay
-    between requests, retries with backoff, a timeout and a size cap.
+    One listing request per committee, then one GetMeeting request per meeting (the meeting's
+    pages where the site has no web service). Incremental: a meeting whose minutes are in is
+    never asked for again; one whose minutes are not published yet is asked again next time;
+    cancelled meetings and restricted items are skipped. Polite: robots.txt, one pace per host,
+    Retry-After honoured up to retry_after_cap_s, no retry on 404, a 60 s timeout, a size cap.
 
     Example: minutes fetch moderngov https://democracy.example.gov.uk/ --committee Cabinet --since 2025-01-01
     """
@@ -326,6 +360,11 @@ def fetch_moderngov_command(
         console.print(f"fetched {report.documents_new} new and {report.documents_replaced} changed documents "
                       f"({report.items_new} items) from {base_url}; {report.unchanged} unchanged, "
                       f"{len(report.failed)} failed")
+        console.print(f"meetings: {report.meetings_listed} listed, {report.meetings_asked} asked for, "
+                      f"{report.meetings_complete} complete, {report.meetings_awaiting_minutes} meeting"
+                      f"{'' if report.meetings_awaiting_minutes == 1 else 's'} awaiting minutes, "
+                      f"{report.meetings_cancelled} cancelled; {report.restricted_items} restricted items "
+                      f"skipped; {report.requests} requests")
     raise typer.Exit(1 if report.failed else 0)
 
 
@@ -493,9 +532,9 @@ def predict(
     """
     import re
 
-    from pipeline.classify import classify_records
     from pipeline.labelling import decoded_lines, kind_of, not_utf8
     from pipeline.passages import item_passages
+    from pipeline.stages import Classifier, Summariser
     from pipeline.train import prepare
 
     settings = settings_from(config, model=model)
@@ -545,19 +584,13 @@ def predict(
             continue
         records.append(record)
     with user_errors():
-        loaded = modelfolder.load(modelfolder.resolve(settings.models_dir, "classifier", settings.model),
-                                  settings.device, settings.quantize, settings.threads, settings.thresholds)
-        predictions = classify_records(loaded, records, settings.batch_size,
-                                       loaded.card.get("max_tokens", 128), settings.device,
-                                       settings.evidence_per_label)
+        # The stage objects: max_tokens from each card, device, threads and int8 from settings,
+        # as the nightly run and a backfill run them.
+        predictions = Classifier.promoted(settings)(records)
         if with_briefing:
-            from pipeline.summarise import summarise_records
-
-            summariser = modelfolder.load(
-                modelfolder.resolve(settings.models_dir, "summariser", settings.summariser_model),
-                settings.device, settings.quantize, settings.threads)
+            summariser = Summariser.promoted(settings)
             flagged = [{**r, "evidence": p["evidence"]} for r, p in zip(records, predictions) if p["labels"]]
-            briefs = {b["id"]: b["briefing"] for b in summarise_records(summariser, flagged)}
+            briefs = {b["id"]: b["briefing"] for b in summariser(flagged)}
             for p in predictions:
                 p["briefing"] = briefs.get(p["id"])
     text = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions)
@@ -624,12 +657,15 @@ def evaluate(
                             f"labels on {gold} ({report['model']['items']} items)"))
     out.print(f"evidence score (gold evidence sentences found in predicted evidence): {report['evidence_score']}")
     if report.get("briefings"):
-        table = Table("system", "ROUGE-1", "ROUGE-2", "ROUGE-L", "mean words", "max words", "unsupported",
-                      title=f"briefings on {report['briefings']['model']['items']} flagged gold items")
+        table = Table("system", "ROUGE-1", "ROUGE-2", "ROUGE-L", "fact recall", "mean words", "max words",
+                      "unsupported", title=f"briefings on {report['briefings']['model']['items']} flagged gold items")
         for name, m in report["briefings"].items():
-            table.add_row(name, f"{m['rouge1']:.3f}", f"{m['rouge2']:.3f}", f"{m['rougeL']:.3f}",
+            recall = "-" if m["fact_recall"] is None else f"{m['fact_recall']:.3f}"
+            table.add_row(name, f"{m['rouge1']:.3f}", f"{m['rouge2']:.3f}", f"{m['rougeL']:.3f}", recall,
                           f"{m['mean_words']}", f"{m['max_words']}", f"{m['share_unsupported']:.2f}")
         out.print(table)
+        out.print("share of the first-60-words -> sentence-oracle ROUGE-L gap closed "
+                  f"((ours - first 60) / (oracle - first 60)): {report['briefings_gap_closed']}")
 
 
 def _cross_validate(settings, gold, training, validation, folds, epochs, base, as_json) -> None:
@@ -696,14 +732,17 @@ def nightly(
 ):
     """The overnight run: ingest every source, classify new items, summarise flagged ones, and
     write the briefing for items new since the last successful run. Safe to re-run; a killed run
-    is finished by the next. Exit status: 0 ok, 1 some inputs failed, 2 usage, 75 locked.
+    is finished by the next. With [delivery] in the config, a briefing that flags anything is
+    mailed once, after the results are stored; a failed send is one line, recorded on the run
+    (`minutes runs`, `minutes send --run ID` to send it again). Exit status: 0 ok, 1 some inputs
+    failed, 2 usage, 69 the briefing could not be mailed, 75 locked.
 
     Example (cron): minutes nightly --config /etc/minutes.toml --json
     """
     import time
 
     from pipeline.config import Source
-    from pipeline.nightly import EXIT_LOCKED, Locked, run_nightly
+    from pipeline.nightly import EXIT_DELIVERY_FAILED, EXIT_LOCKED, Locked, run_nightly
 
     settings = settings_from(config, db=db, out_dir=out_dir, model=model)
     settings.sources = list(settings.sources) + [Source(kind="path", path=str(p)) for p in (source or [])]
@@ -729,6 +768,9 @@ def nightly(
         raise typer.Exit(2) from None
     if result.stale_lock_cleared:
         console.print(f"cleared a stale lock left by pid {result.stale_lock_cleared} (killed run)")
+    mailed = ""
+    if result.delivery and result.delivery["status"] == "sent":
+        mailed = f"; mailed to {', '.join(result.delivery['recipients'])}"
     if as_json:
         out.print(json.dumps(result.as_json()))
     elif not result.did_model_work:
@@ -738,9 +780,44 @@ def nightly(
         console.print(
             f"run {result.run_id}: {result.items_new} new items, {result.items_classified} classified, "
             f"{result.items_summarised} summarised, {len(result.failed)} failed inputs in "
-            f"{time.perf_counter() - started:.1f} s; briefing {result.briefing}"
+            f"{time.perf_counter() - started:.1f} s; briefing {result.briefing}{mailed}"
         )
+    if result.is_delivery_failed:
+        console.print(f"delivery failed: {_one_line(result.delivery['reason'])}; the run's results are "
+                      f"stored and its briefing is {result.briefing}; send it with "
+                      f"`minutes send --run {result.run_id}`", markup=False)
+        raise typer.Exit(EXIT_DELIVERY_FAILED)
     raise typer.Exit(1 if result.failed else 0)
+
+
+@app.command()
+def send(
+    run: Annotated[int, typer.Option("--run", help="The run whose briefing to send (see `minutes runs`).")],
+    config: ConfigOption = None,
+    db: DbOption = None,
+):
+    """Mail a nightly run's briefing again, to the [delivery] recipients in the config: the
+    briefing of the items that run first showed, rebuilt from the store. Each attempt is recorded
+    on the run. Exit status: 0 sent, 2 no [delivery], no such run or it wrote no briefing,
+    69 the mail server refused or could not be reached.
+
+    Example: minutes send --run 12 --config /etc/minutes.toml
+    """
+    from pipeline.deliver import DeliveryError, resend_run
+    from pipeline.nightly import EXIT_DELIVERY_FAILED
+
+    settings = settings_from(config, db=db)
+    database = open_store(settings)
+    try:
+        outcome = resend_run(database, settings, run)
+    except DeliveryError as exc:
+        console.print(f"error: {exc}", markup=False)
+        raise typer.Exit(EXIT_USAGE) from None
+    if outcome["status"] != "sent":
+        console.print(f"delivery failed: {_one_line(outcome['reason'])}", markup=False)
+        raise typer.Exit(EXIT_DELIVERY_FAILED)
+    console.print(f"sent run {run}'s briefing to {', '.join(outcome['recipients'])}: {outcome['subject']}",
+                  markup=False)
 
 
 @app.command()
@@ -954,6 +1031,125 @@ def models_rollback(
         console.print(f"error: {exc}")
         raise typer.Exit(1) from None
     console.print(f"{kind} is back to {version}")
+
+
+# ---------------------------------------------------------------- backfill (pipeline.backfill)
+@app.command()
+def backfill(
+    source: Annotated[Path, typer.Argument(help="A folder of minutes, or a manifest: .csv with a `path` (and optional `council`) column, or .jsonl of {\"path\", \"council\"?} or plain strings.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the Parquet results (new or empty).")],
+    engine: Annotated[str, typer.Option(help="local (this process, as the nightly run) or ray (Ray Data).")] = "local",
+    actors: Annotated[int, typer.Option(help="Ray: actors in the model pool, each with the models loaded once and one torch thread.", min=1)] = 2,
+    address: Annotated[Optional[str], typer.Option(help="Ray: join this cluster (auto, or HEAD:6379 as `ray start --head` printed); without it a local cluster is started.")] = None,
+    num_cpus: Annotated[Optional[int], typer.Option("--num-cpus", help="Ray: CPUs of the local cluster started without --address (default: all).", min=1)] = None,
+    council: Annotated[Optional[str], typer.Option(help="Council name for documents whose manifest row names none.")] = None,
+    model: ModelOption = None,
+    summariser_model: Annotated[Optional[Path], typer.Option("--summariser", help="Summariser folder (default: the promoted one).")] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+):
+    """Classify and brief many documents without the store: one Parquet row per item (source,
+    council, committee, meeting date, item position, number and title, labels, a score per
+    label, evidence as JSON, briefing, the two models' versions, and error). A document that
+    cannot be read or parsed is a row with its error, never a failed job. Load the results with
+    `minutes import-results`.
+
+    Example: minutes backfill minutes/ --out results/ --engine ray --actors 8 --address auto
+    """
+    from pipeline.backfill import BackfillError, run_backfill
+
+    settings = settings_from(config, model=model, summariser_model=summariser_model)
+    try:
+        with user_errors():
+            report = run_backfill(source, out_dir, settings, engine, actors, address, num_cpus, council)
+    except BackfillError as exc:
+        console.print(f"error: {exc}", markup=False)
+        raise typer.Exit(EXIT_USAGE) from None
+    if as_json:
+        out.print(json.dumps(report.as_json()))
+    else:
+        started = f", start-up {report.startup_s:.1f} s" if report.startup_s else ""
+        console.print(f"backfill ({report.engine}): {report.documents} documents, {report.items} items, "
+                      f"{report.errors} errors in {report.seconds:.1f} s{started}; results in {report.out}",
+                      markup=False)
+
+
+@app.command("import-results")
+def import_results_command(
+    results: Annotated[Path, typer.Argument(help="The folder `minutes backfill --out` wrote.")],
+    db: DbOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+):
+    """Load a backfill's Parquet results into the store, exactly once: documents as `minutes
+    ingest` stores them, predictions and briefings under their models' versions. Running it
+    again adds nothing; rows with an error are counted, not stored.
+
+    Example: minutes import-results results/ --db data/minutes.db
+    """
+    from pipeline.backfill import BackfillError, import_results
+
+    settings = settings_from(config, db=db)
+    database = open_store(settings)
+    try:
+        report = import_results(database, results)
+    except BackfillError as exc:
+        console.print(f"error: {exc}", markup=False)
+        raise typer.Exit(EXIT_USAGE) from None
+    if as_json:
+        out.print(json.dumps(report.as_json()))
+    else:
+        console.print(f"imported {report.documents_new} new documents ({report.items_new} items; "
+                      f"{report.documents_known} already stored), {report.predictions_new} predictions, "
+                      f"{report.summaries_new} briefings; {report.errors} error rows skipped; store {settings.db}",
+                      markup=False)
+
+
+# ---------------------------------------------------------------- the review desk
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on; anything but 127.0.0.1, localhost or ::1 needs --token.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8750,
+    token: Annotated[Optional[str], typer.Option(envvar="MINUTES_TOKEN", show_envvar=True, help="Secret every request must carry (at least 16 characters): open the desk once with ?token=TOKEN, or send Authorization: Bearer TOKEN.")] = None,
+    db: DbOption = None,
+    config: ConfigOption = None,
+):
+    """Open the review desk in a browser: flagged items with their evidence (filter by label,
+    council, committee, date and confidence), a form to confirm or correct each one (saved as a
+    label, checked as `minutes label import` checks a file), trends across councils, and the
+    overnight runs and model registry. `minutes train` learns from the saved labels.
+
+    Listens on 127.0.0.1 unless --host says otherwise, which then needs --token. Ctrl-C stops it.
+
+    Example: minutes serve --db data/minutes.db  (then open http://127.0.0.1:8750/)
+    """
+    import os
+
+    from pipeline.serve import bind_problem, listening_socket
+    from pipeline.serve import serve as run_desk
+
+    settings = settings_from(config, db=db)
+    token = token or None  # MINUTES_TOKEN= (empty) is no token
+    problem = bind_problem(host, token)
+    if problem:
+        console.print(f"error: {problem}", markup=False)
+        raise typer.Exit(EXIT_USAGE)
+    if not Path(settings.db).is_file():
+        console.print(f"error: {settings.db}: no store here; run `minutes nightly` (or `make demo`) "
+                      "first, or pass --db", markup=False)
+        raise typer.Exit(EXIT_USAGE)
+    open_store(settings).close()  # a damaged or newer store is one line now, not on first request
+    try:
+        sock = listening_socket(host, port)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        console.print(f"error: cannot listen on {host}:{port} ({reason}); pass "
+                      "--port to use another", markup=False)
+        raise typer.Exit(EXIT_USAGE) from None
+    shown = f"[{host}]" if ":" in host else host
+    console.print(f"review desk on http://{shown}:{port}/ over {settings.db}"
+                  + (" (token required)" if token else "") + "; Ctrl-C stops it", markup=False)
+    run_desk(settings, host, port, token, sock)
 
 
 def main() -> None:  # pragma: no cover - console-script shim

@@ -37,6 +37,26 @@ class Source:
 
 
 @dataclass
+class Delivery:
+    """Where `minutes nightly` and `minutes send` mail the briefing ([delivery] in the TOML file).
+    The password is never in the file: `password_env` names the environment variable holding it,
+    read only when a briefing is sent (`delivery_password`)."""
+
+    host: str
+    sender: str  # `from` in the file
+    to: list[str]
+    port: int | None = None  # None: 587 for starttls, 465 for tls, 25 for none
+    security: str = "starttls"  # "starttls", "tls" (SMTP over TLS from the first byte) or "none"
+    user: str | None = None
+    password_env: str | None = None
+    timeout_s: float = 30.0
+
+    @property
+    def port_in_use(self) -> int:
+        return self.port or {"starttls": 587, "tls": 465, "none": 25}[self.security]
+
+
+@dataclass
 class Settings:
     db: Path = REPO_ROOT / "data" / "minutes.db"
     models_dir: Path = REPO_ROOT / "models"
@@ -46,6 +66,9 @@ class Settings:
     model: Path | None = None
     summariser_model: Path | None = None
     sources: list[Source] = field(default_factory=list)
+    # Mail the briefing after each nightly run with flagged items; None: the briefing is only
+    # written to out_dir.
+    delivery: Delivery | None = None
     # Per-label decision thresholds that override the model's own ({label: probability}); they
     # apply to items classified from now on (`minutes classify --all` re-labels the rest).
     thresholds: dict[str, float] = field(default_factory=dict)
@@ -78,9 +101,14 @@ class Settings:
     pause_between_batches_s: float = 0.0
     # ModernGov fetching
     user_agent: str = "minutes-pipeline/0.1 (+https://github.com/minutes-pipeline; council minutes reader)"
+    # Seconds between requests to one host, shared by every source of a run on that host.
     request_delay_s: float = 1.0
-    request_timeout_s: float = 20.0
+    # Self-hosted installs are slow: a meeting's GetMeeting answer can take tens of seconds.
+    request_timeout_s: float = 60.0
     max_download_mb: float = 20.0
+    # The longest wait a 429/503 Retry-After is granted; a host asking for longer is left alone
+    # for the rest of the run, and what it holds is asked for on the next.
+    retry_after_cap_s: float = 120.0
 
     def with_overrides(self, **overrides) -> "Settings":
         """A copy with the given (non-None) overrides applied: flags win over everything.
@@ -172,8 +200,23 @@ RULES: dict[str, Rule] = {
     "request_delay_s": _NON_NEGATIVE_FLOAT,
     "request_timeout_s": _POSITIVE_FLOAT,
     "max_download_mb": _POSITIVE_FLOAT,
+    "retry_after_cap_s": _NON_NEGATIVE_FLOAT,
 }
-_TABLE_FIELDS = {"sources", "thresholds"}
+_TABLE_FIELDS = {"sources", "thresholds", "delivery"}
+
+# The keys of [delivery], checked like the settings above. An address is one token with an @:
+# no spaces or line breaks, so nothing in the config can add a header to the message.
+_ADDRESS = Rule(str, pattern=r"[^@\s,;<>\"]+@[^@\s,;<>\"]+", choices="an address like name@example.gov.uk")
+DELIVERY_RULES: dict[str, Rule] = {
+    "host": Rule(str, pattern=r"[A-Za-z0-9.:\[\]-]+", choices="a host name or IP address"),
+    "port": Rule(int, at_least=1, at_most=65535),
+    "security": Rule(str, pattern=r"starttls|tls|none", choices="starttls, tls or none"),
+    "user": Rule(str),
+    "password_env": Rule(str, pattern=r"[A-Za-z_][A-Za-z0-9_]*",
+                         choices="the name of an environment variable (letters, digits, _)"),
+    "from": _ADDRESS,
+    "timeout_s": _POSITIVE_FLOAT,
+}
 _TRUE, _FALSE = {"1", "true", "yes"}, {"0", "false", "no"}
 
 
@@ -244,7 +287,7 @@ def check_settings(settings: Settings) -> Settings:
         if f.name == "thresholds":
             for label, threshold in value.items():
                 _threshold(label, threshold, "settings")
-        elif f.name != "sources":
+        elif f.name not in _TABLE_FIELDS:
             _checked(f.name, value, "settings", f.name, from_text=False)
     return settings
 
@@ -314,6 +357,8 @@ def _apply_toml(settings: Settings, path: Path) -> Settings:
             if unknown:
                 raise ConfigError(f"{path}: unknown label(s) in [thresholds]: {', '.join(sorted(unknown))}")
             updates["thresholds"] = {label: _threshold(label, v, str(path)) for label, v in value.items()}
+        elif key == "delivery":
+            updates["delivery"] = _delivery(value, path)
         elif key in known:
             updates[key] = _checked(key, value, str(path), key, from_text=False)
             if isinstance(updates[key], Path) and not updates[key].is_absolute():
@@ -353,5 +398,61 @@ def _source(entry, base: Path, path: Path) -> Source:
     return source
 
 
+def _delivery(table, path: Path) -> Delivery:
+    """[delivery] checked key by key: one line naming the key, its value and what is allowed."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: delivery = {_show(table)}: must be a [delivery] table")
+    if "password" in table:
+        raise ConfigError(f"{path}: [delivery] password: a password is never kept in the config file; "
+                          "put it in an environment variable and name that variable in password_env")
+    allowed = set(DELIVERY_RULES) | {"to"}
+    unknown = set(table) - allowed
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) in [delivery]: {', '.join(sorted(unknown))} "
+                          f"(known: {', '.join(sorted(allowed))})")
+    for key in ("host", "from", "to"):
+        if key not in table:
+            raise ConfigError(f"{path}: [delivery] needs '{key}'")
+    values = {}
+    for key, rule in DELIVERY_RULES.items():
+        if key in table:
+            try:
+                values[key] = _value(rule, table[key], from_text=False)
+            except _Invalid as exc:
+                raise ConfigError(f"{path}: delivery.{key} = {_show(table[key])}: must be {exc}") from None
+    to = table["to"]
+    if isinstance(to, str):
+        to = [to]
+    if not isinstance(to, list) or not to:
+        raise ConfigError(f"{path}: delivery.to = {_show(table['to'])}: must be a list of addresses")
+    for address in to:
+        try:
+            _value(_ADDRESS, address, from_text=False)
+        except _Invalid as exc:
+            raise ConfigError(f"{path}: delivery.to: {_show(address)}: must be {exc}") from None
+    if ("user" in values) != ("password_env" in values):
+        raise ConfigError(f"{path}: [delivery] user and password_env go together: give both to log in, "
+                          "or neither")
+    return Delivery(host=values["host"], sender=values["from"], to=list(to), port=values.get("port"),
+                    security=values.get("security", "starttls"), user=values.get("user"),
+                    password_env=values.get("password_env"), timeout_s=values.get("timeout_s", 30.0))
+
+
+def delivery_password(delivery: Delivery, env: dict[str, str] | None = None) -> str | None:
+    """The SMTP password from the environment variable the config names (read at send time, so
+    a missing one fails the send, not every command); None when the config does not log in."""
+    if not delivery.password_env:
+        return None
+    value = (os.environ if env is None else env).get(delivery.password_env)
+    if not value:
+        raise ConfigError(f"[delivery] password_env names {delivery.password_env}, which is not set "
+                          "in this environment")
+    return value
+
+
 class ConfigError(Exception):
     """A user's configuration is wrong; the message names the file and the fix."""
+
+
+class DataError(Exception):
+    """A labelled or gold file is unusable; the message names the file, the line and the problem."""

@@ -148,6 +148,63 @@ def unsupported_facts(briefing: str, source: str) -> list[str]:
     return [m for m in unique if not any(m != other and m in other for other in unique)]
 
 
+def _sentence_start(text: str, at: int) -> bool:
+    before = text[:at].rstrip()
+    return not before or before[-1] in ".!?:;"
+
+
+def stated_facts(text: str, source: str) -> list[str]:
+    """The numbers, dates and named bodies a briefing states (the labelling guide's "every
+    number, date and body named"): numbers and month dates; acronyms and names of two or more
+    capitalised words (Ofsted, DfE, Department for Education); a single capitalised word that
+    opens a sentence only when the source writes it capitalised inside a sentence too (a name,
+    not a sentence's first word). A number inside a date is counted once, with its date."""
+    facts = [m.group().rstrip(".,") for m in _NUMBER.finditer(text)]
+    facts += [m.group() for m in _MONTH_YEAR.finditer(text)]
+    months = {m.group() for m in _MONTH_YEAR.finditer(text)}
+    for match in _NAME.finditer(text):
+        name = match.group().strip()
+        words = name.split()
+        if words[0] in {"The", "A", "An", "This", "That", "It", "In", "On"} and len(words) > 1:
+            name, words = " ".join(words[1:]), words[1:]
+        if name in months or name in {"The", "A", "An"}:
+            continue
+        if len(words) == 1 and not any(c.isupper() for c in name[1:]) and _sentence_start(text, match.start()):
+            inside = re.search(rf"(?<![.!?:;]\s)(?<!^)\b{re.escape(name)}\b", source)
+            if not inside:
+                continue
+        facts.append(name)
+    unique = [f for f in dict.fromkeys(facts) if f]
+
+    def within(fact: str, other: str) -> bool:  # "2024" within "March 2024", not "24" within it
+        return fact != other and re.search(rf"(?<![\w£]){re.escape(fact)}(?!\w)", other) is not None
+
+    return [f for f in unique if not any(within(f, other) for other in unique)]
+
+
+def _fact_key(text: str) -> str:
+    return re.sub(r"\s+", " ", text.replace("’", "'")).lower()
+
+
+def fact_recall(briefings: list[str], rows: list[dict]) -> float | None:
+    """Share of the reference briefings' facts (`stated_facts`) that the briefings state too, in
+    the words of either (a name the item abbreviates counts in either form)."""
+    found = total = 0
+    for briefing, row in zip(briefings, rows):
+        acronyms = acronyms_defined(row["text"])
+        ours = _fact_key(briefing + "\n" + abbreviate(briefing, acronyms))
+        for fact in stated_facts(row["briefing"], row["text"]):
+            total += 1
+            found += _fact_key(fact) in ours or _fact_key(abbreviate(fact, acronyms)) in ours
+    return round(found / total, 4) if total else None
+
+
+def gap_closed(ours: float, lead: float, oracle: float) -> float | None:
+    """How far ours goes from the first-60-words lead to the sentence oracle: 0 at the lead, 1
+    at the oracle."""
+    return round((ours - lead) / (oracle - lead), 4) if oracle != lead else None
+
+
 def rouge_scores(predictions: list[str], references: list[str]) -> dict:
     from rouge_score import rouge_scorer
 
@@ -167,6 +224,7 @@ def briefing_metrics(briefings: list[str], rows: list[dict]) -> dict:
     unsupported = [unsupported_facts(b, r["text"]) for b, r in zip(briefings, rows)]
     return {
         **rouge_scores(briefings, references),
+        "fact_recall": fact_recall(briefings, rows),
         "mean_words": round(float(np.mean(lengths)), 1) if lengths else 0.0,
         "max_words": max(lengths) if lengths else 0,
         "share_unsupported": round(sum(bool(u) for u in unsupported) / max(1, len(rows)), 4),
@@ -228,6 +286,17 @@ def lexrank_baseline(row: dict, n_words: int = 60) -> str:
 
 
 # ---------------------------------------------------------------- whole reports
+def read_gold(gold_path) -> list[dict]:
+    """A gold file's rows; a file with none is one clear error, not an empty score."""
+    from pipeline.config import DataError
+    from pipeline.train import read_labelled
+
+    rows = read_labelled([gold_path])
+    if not rows:
+        raise DataError(f"{gold_path}: no gold items in the file")
+    return rows
+
+
 def classify_gold(loaded, gold_rows: list[dict]) -> list[dict]:
     from pipeline.classify import classify_records
 
@@ -251,9 +320,9 @@ def cross_validate(settings, gold_path, training_rows: list[dict], validation_ro
     import tempfile
 
     from pipeline import modelfolder
-    from pipeline.train import prepare, read_labelled, train_classifier
+    from pipeline.train import prepare, train_classifier
 
-    raw_gold = read_labelled([gold_path])
+    raw_gold = read_gold(gold_path)
     if folds < 2 or folds > len(raw_gold):
         raise ValueError(f"--cross-validate needs 2 to {len(raw_gold)} folds, not {folds}")
     gold = [prepare(r) for r in raw_gold]
@@ -294,9 +363,9 @@ def evaluate_gold(settings, gold_path, training_rows: list[dict]) -> dict:
     """The classifier and summariser on a gold file, beside the baselines."""
     from pipeline import modelfolder
     from pipeline.summarise import summarise_records
-    from pipeline.train import prepare, read_labelled
+    from pipeline.train import prepare
 
-    gold = [prepare(r) for r in read_labelled([gold_path])]
+    gold = [prepare(r) for r in read_gold(gold_path)]
     training = [prepare(r) for r in training_rows]
     loaded = modelfolder.load(modelfolder.resolve(settings.models_dir, "classifier", settings.model),
                               settings.device, settings.quantize, settings.threads)
@@ -324,6 +393,9 @@ def evaluate_gold(settings, gold_path, training_rows: list[dict]) -> dict:
             "lexrank": briefing_metrics([lexrank_baseline(r) for r in flagged], flagged),
             "sentence_oracle": briefing_metrics([sentence_oracle(r) for r in flagged], flagged),
         }
+        b = report["briefings"]
+        report["briefings_gap_closed"] = gap_closed(b["model"]["rougeL"], b["first_60_words"]["rougeL"],
+                                                    b["sentence_oracle"]["rougeL"])
     return report
 
 
@@ -332,9 +404,9 @@ def compare_for_promotion(settings, kind: str, version: str, gold_path) -> dict:
     lower by more than nothing (plus the configured margin)."""
     from pipeline import modelfolder
     from pipeline.summarise import summarise_records
-    from pipeline.train import prepare, read_labelled
+    from pipeline.train import prepare
 
-    gold = [prepare(r) for r in read_labelled([gold_path])]
+    gold = [prepare(r) for r in read_gold(gold_path)]
     candidate_folder = modelfolder.kind_dir(settings.models_dir, kind) / version
     modelfolder.read_card(candidate_folder)
     current_folder = modelfolder.promoted_folder(settings.models_dir, kind)

@@ -411,6 +411,31 @@ def validate(db, row: dict) -> str | None:
     return None
 
 
+def stored_form(row: dict, identity: str) -> dict:
+    """A row `validate` accepted, as the labels table holds it. `identity` joins the row's
+    content in its hash: a row with the same content and identity is the same row."""
+    evidence = row.get("evidence") or {}
+    annotator = row.get("annotator")
+    clean = {
+        "item_id": _item_number(row["item_id"]), "labels": [l for l in LABELS if l in row["labels"]],
+        "evidence": {l: evidence[l] for l in LABELS if l in row["labels"]},
+        "annotator": str(annotator) if annotator not in (None, "") else None,
+        "briefing": row.get("briefing") or None,
+    }
+    clean["row_hash"] = hashlib.sha256(json.dumps([clean, identity], sort_keys=True).encode()).hexdigest()
+    return clean
+
+
+def save_label(db, row: dict, source: str, identity: str) -> str | None:
+    """One row from the review desk: checked by the same `validate` as every imported row and
+    stored in the same table; returns the reason it was refused (nothing stored), or None."""
+    error = validate(db, row)
+    if error:
+        return error
+    store.save_labels(db, [stored_form(row, identity)], source)
+    return None
+
+
 def import_labels(db, path: Path, skip_bad: bool = False) -> dict:
     """Validate every row; import all (or, with skip_bad, the good ones). Same file twice: no change."""
     parsed = read_rows(Path(path))
@@ -420,19 +445,9 @@ def import_labels(db, path: Path, skip_bad: bool = False) -> dict:
         if error:
             bad.append({"line": number, "error": error})
             continue
-        evidence = row.get("evidence") or {}
-        annotator = row.get("annotator")
-        clean = {
-            "item_id": _item_number(row["item_id"]), "labels": [l for l in LABELS if l in row["labels"]],
-            "evidence": {l: evidence[l] for l in LABELS if l in row["labels"]},
-            "annotator": str(annotator) if annotator not in (None, "") else None,
-            "briefing": row.get("briefing") or None,
-        }
         # The file is part of the identity: the same file again changes nothing, while a later
         # file repeating an earlier answer still counts as the latest word on the item.
-        identity = json.dumps([clean, str(Path(path).resolve())], sort_keys=True)
-        clean["row_hash"] = hashlib.sha256(identity.encode()).hexdigest()
-        good.append(clean)
+        good.append(stored_form(row, str(Path(path).resolve())))
     if bad and not skip_bad:
         return {"imported": 0, "unchanged": 0, "bad": bad, "rows": len(parsed)}
     added = store.save_labels(db, good, str(Path(path).resolve()))

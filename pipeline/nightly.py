@@ -17,6 +17,8 @@ from pipeline import modelfolder, store
 from pipeline.config import Settings
 
 EXIT_OK, EXIT_FAILED_INPUTS, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 75
+# EX_UNAVAILABLE: the run's results are stored and its briefing written, but mailing it failed.
+EXIT_DELIVERY_FAILED = 69
 
 
 class Locked(Exception):
@@ -152,13 +154,20 @@ class NightlyResult:
     model_version: str | None = None
     stale_lock_cleared: int | None = None
     interrupted_runs: int = 0
+    # The outcome of mailing the briefing (pipeline.deliver); None when delivery is not configured.
+    delivery: dict | None = None
 
     def as_json(self) -> dict:
         return {
             "run_id": self.run_id, "items_new": self.items_new,
             "items_classified": self.items_classified, "items_summarised": self.items_summarised,
             "briefing": self.briefing, "failed": self.failed, "model_version": self.model_version,
+            "delivery": self.delivery,
         }
+
+    @property
+    def is_delivery_failed(self) -> bool:
+        return bool(self.delivery) and self.delivery["status"] == "failed"
 
     @property
     def did_model_work(self) -> bool:
@@ -179,11 +188,20 @@ def run_nightly(settings: Settings, on_error: Callable[[str, str], None] | None 
         previous = store.last_successful_run(db)
         run_id = store.start_run(db, None)
         result = NightlyResult(run_id, stale_lock_cleared=lock.stale_pid, interrupted_runs=interrupted)
+        paths = None
+        files_read = 0
+
+        def on_file(_path) -> None:  # a backfill of many files reports its progress too
+            nonlocal files_read
+            files_read += 1
+            if on_stage:
+                on_stage("ingesting", files_read, None)
+
         try:
             for source in settings.sources:
                 if source.kind == "path":
                     report = ingest_paths(db, [Path(source.path)], limits=limits_from(settings),
-                                          council=source.council, on_error=on_error)
+                                          council=source.council, on_error=on_error, progress=on_file)
                 else:
                     from pipeline.fetch import fetch_moderngov
 
@@ -201,7 +219,8 @@ def run_nightly(settings: Settings, on_error: Callable[[str, str], None] | None 
             if items or not previous or not previous.get("briefing"):
                 period = (f"items not in an earlier briefing (the last was run {previous['id']})"
                           if previous else "all stored items")
-                result.briefing = str(write_brief(db, settings, items, period)["html"])
+                paths = write_brief(db, settings, items, period)
+                result.briefing = str(paths["html"])
             else:
                 # Nothing new: the last briefing stays as it was, not replaced by an empty one.
                 result.briefing = previous["briefing"]
@@ -214,4 +233,9 @@ def run_nightly(settings: Settings, on_error: Callable[[str, str], None] | None 
         except BaseException:
             store.finish_run(db, run_id, "error", {}, result.failed, None, result.model_version, None)
             raise
+        if settings.delivery is not None:
+            # After finish_run: the results are stored whatever the mail server does.
+            from pipeline.deliver import deliver_nightly
+
+            result.delivery = deliver_nightly(db, settings, run_id, paths if items else None)
         return result

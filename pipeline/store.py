@@ -116,7 +116,50 @@ def _m3_briefed(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS = [_m1_initial, _m2_fetch_state, _m3_briefed]
+def _m_deliveries(db: sqlite3.Connection) -> None:
+    # Each attempt to mail a run's briefing (the nightly send, and each `minutes send --run`),
+    # so a failed send is on the record beside the run whose results stay stored.
+    _script(db,
+        """
+        CREATE TABLE deliveries (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER NOT NULL REFERENCES runs(id),
+            status TEXT NOT NULL,              -- sent or failed
+            reason TEXT,                       -- why it failed (null when sent)
+            recipients TEXT NOT NULL,          -- JSON list of addresses
+            subject TEXT,
+            attempted_at TEXT NOT NULL
+        );
+        CREATE INDEX deliveries_run ON deliveries(run_id)
+        """
+    )
+
+
+def _m_meetings_fetched(db: sqlite3.Connection) -> None:
+    # Where each ModernGov meeting read through the web service stands: complete (its minutes
+    # are in, never asked again) or asked again next run. Its GetMeeting XML is in raw_pages
+    # (xml_url), its validators in fetched.
+    _script(db,
+        """
+        CREATE TABLE meetings_fetched (
+            base_url TEXT NOT NULL,
+            meeting_id TEXT NOT NULL,
+            xml_url TEXT NOT NULL,
+            council TEXT, committee TEXT, meeting_date TEXT,
+            is_complete INTEGER NOT NULL DEFAULT 0,
+            xml_hash TEXT,                     -- the answer last read in full (null after a failure)
+            items INTEGER NOT NULL DEFAULT 0,
+            restricted_items INTEGER NOT NULL DEFAULT 0,
+            times_asked INTEGER NOT NULL DEFAULT 0,
+            first_asked_at TEXT NOT NULL,
+            last_asked_at TEXT NOT NULL,
+            PRIMARY KEY (base_url, meeting_id)
+        )
+        """
+    )
+
+
+MIGRATIONS = [_m1_initial, _m2_fetch_state, _m3_briefed, _m_deliveries, _m_meetings_fetched]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -402,6 +445,14 @@ def max_item_id(db) -> int:
     return db.execute("SELECT COALESCE(MAX(id), 0) FROM items").fetchone()[0]
 
 
+def current_item_ids(db, document_id: int) -> list[int]:
+    """A document's current items, in their order in the document (`minutes import-results`
+    meets a document already stored and attaches results to its items)."""
+    rows = db.execute("SELECT id FROM items WHERE document_id = ? AND is_current = 1 ORDER BY position",
+                      (document_id,))
+    return [r[0] for r in rows]
+
+
 # ---------------------------------------------------------------- predictions
 def items_without_predictions(db, model_version: str) -> list[dict]:
     rows = db.execute(
@@ -571,6 +622,19 @@ def current_labels(db) -> list[dict]:
     return out
 
 
+def latest_labels(db) -> dict[int, dict]:
+    """{item id: the latest person's label on it, with who gave it, when and from where}:
+    the review desk's "reviewed" mark, the same latest row `current_labels` trains on."""
+    rows = db.execute(
+        "SELECT l.* FROM labels l WHERE l.id = (SELECT MAX(id) FROM labels m "
+        "WHERE m.item_id = l.item_id)"
+    )
+    return {r["item_id"]: {"labels": _loads(r["labels"]), "evidence": _loads(r["evidence"]),
+                           "briefing": r["briefing"], "annotator": r["annotator"],
+                           "source_file": r["source_file"], "created_at": r["created_at"]}
+            for r in rows}
+
+
 def label_history(db, item_id: int) -> list[dict]:
     return [dict(r) for r in db.execute(
         "SELECT * FROM labels WHERE item_id = ? ORDER BY id", (item_id,))]
@@ -601,6 +665,36 @@ def finish_run(db, run_id: int, status: str, counts: dict, failed: list, briefin
                        [(item_id, run_id) for item_id in briefed_ids])
 
 
+def save_delivery(db, run_id: int, status: str, recipients: list[str], subject: str | None,
+                  reason: str | None = None) -> dict:
+    """Record one attempt to mail a run's briefing; returns it as `delivery_of` would."""
+    attempted_at = now()
+    with transaction(db):
+        db.execute(
+            "INSERT INTO deliveries (run_id, status, reason, recipients, subject, attempted_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (run_id, status, reason, json.dumps(recipients), subject, attempted_at),
+        )
+    return {"status": status, "reason": reason, "recipients": recipients, "subject": subject,
+            "attempted_at": attempted_at}
+
+
+def deliveries_of(db, run_id: int) -> list[dict]:
+    """Every attempt to mail a run's briefing, oldest first."""
+    out = []
+    for r in db.execute("SELECT * FROM deliveries WHERE run_id = ? ORDER BY id", (run_id,)):
+        row = dict(r)
+        out.append({"status": row["status"], "reason": row["reason"],
+                    "recipients": json.loads(row["recipients"]), "subject": row["subject"],
+                    "attempted_at": row["attempted_at"]})
+    return out
+
+
+def run(db, run_id: int) -> dict | None:
+    row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+    return dict(row) if row else None
+
+
 def mark_interrupted_runs(db) -> int:
     """Runs left 'running' by a killed process (called only while holding the run lock)."""
     with transaction(db):
@@ -616,6 +710,8 @@ def runs(db, limit: int = 20) -> list[dict]:
         run = dict(r)
         run["counts"] = _loads(run["counts"]) or {}
         run["failed"] = _loads(run["failed"]) or []
+        # The last attempt to mail its briefing (null: none was made).
+        run["delivery"] = (deliveries_of(db, run["id"]) or [None])[-1]
         out.append(run)
     return out
 
@@ -654,6 +750,12 @@ def items_to_brief(db, classifier_version: str) -> list[dict]:
     return [_item(r) for r in db.execute(sql, (classifier_version,))]
 
 
+def last_run_with_briefing(db, before_run_id: int) -> int | None:
+    """The latest run before this one whose briefing showed items of its own."""
+    row = db.execute("SELECT MAX(run_id) FROM briefed WHERE run_id < ?", (before_run_id,)).fetchone()
+    return row[0] if row else None
+
+
 def briefed_in(db, run_id: int) -> list[int]:
     return [r[0] for r in db.execute("SELECT item_id FROM briefed WHERE run_id = ? ORDER BY item_id",
                                      (run_id,))]
@@ -678,3 +780,40 @@ def save_fetched(db, url: str, base_url: str, etag, last_modified, content_hash,
                 "VALUES (?,?,?,?)",
                 (url, content, content_type, now()),
             )
+
+
+def raw_page(db, url: str):
+    """The stored copy of a fetched page, document or web-service answer (content, content_type)."""
+    return db.execute("SELECT * FROM raw_pages WHERE url = ?", (url,)).fetchone()
+
+
+def meeting_fetch_state(db, base_url: str, meeting_id: str):
+    return db.execute("SELECT * FROM meetings_fetched WHERE base_url = ? AND meeting_id = ?",
+                      (base_url, meeting_id)).fetchone()
+
+
+def meetings_fetched(db, base_url: str | None = None) -> list[dict]:
+    sql = "SELECT * FROM meetings_fetched" + (" WHERE base_url = ?" if base_url else "") + \
+        " ORDER BY base_url, meeting_date, meeting_id"
+    return [dict(r) for r in db.execute(sql, (base_url,) if base_url else ())]
+
+
+def save_meeting_fetch_state(db, state: dict) -> None:
+    """Record that a meeting was just asked for, and where it stands (times_asked counts up)."""
+    asked_at = now()
+    with transaction(db):
+        db.execute(
+            "INSERT INTO meetings_fetched (base_url, meeting_id, xml_url, council, committee, "
+            "meeting_date, is_complete, xml_hash, items, restricted_items, times_asked, "
+            "first_asked_at, last_asked_at) VALUES (?,?,?,?,?,?,?,?,?,?,1,?,?) "
+            "ON CONFLICT (base_url, meeting_id) DO UPDATE SET xml_url=excluded.xml_url, "
+            "council=excluded.council, committee=excluded.committee, "
+            "meeting_date=excluded.meeting_date, is_complete=excluded.is_complete, "
+            "xml_hash=excluded.xml_hash, items=excluded.items, "
+            "restricted_items=excluded.restricted_items, times_asked=times_asked + 1, "
+            "last_asked_at=excluded.last_asked_at",
+            (state["base_url"], state["meeting_id"], state["xml_url"], state.get("council"),
+             state.get("committee"), state.get("meeting_date"), int(bool(state["is_complete"])),
+             state.get("xml_hash"), state.get("items", 0), state.get("restricted_items", 0),
+             asked_at, asked_at),
+        )

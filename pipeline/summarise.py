@@ -1,8 +1,12 @@
-"""Item -> a briefing of at most 60 words: a fine-tuned encoder scores each sentence, the best are
-chosen without redundancy (the resolution kept), lead-ins are trimmed, and nothing is added.
+"""Item -> a briefing of at most 60 words: the sentences carrying the flag's facts first (the
+classifier's evidence, judgements, numbers, dates, decisions), then the best of the rest as a
+fine-tuned encoder scores them; purpose lines and report-speak only when nothing else says what
+happened; page furniture, lead-ins and asides deleted. Nothing is ever added.
 
 Every number, date and named body in a briefing must appear in the item; a briefing that fails
 that check is replaced by a safer one (the item's own best sentence, cut to fit).
+The defects a director should never read are functions here too (`briefing_defects`), so tests
+and measurements look for the same thing the selection avoids.
 """
 
 from __future__ import annotations
@@ -16,52 +20,214 @@ from pipeline.evaluate import unsupported_facts
 from pipeline.ingest.split import clean_title
 from pipeline.passages import abbreviate, acronyms_defined, item_passages, normalise_for_match
 
-# Reporting lead-ins: dropping them shortens a sentence without changing what it says.
+# Reporting lead-ins: dropping them shortens a sentence without changing what it says. The
+# speaker is an officer, member or the report ("The Director of Children's Services, Ms A,
+# reported that"); "Inspectors found that" and "Ofsted judged" are kept: they say who found it.
+_SPEAKER = (r"(?:the |a )?(?:[A-Z][\w’'&.-]*,? (?:(?:of|for|and|the|&|to) )*){0,8}")
 _LEAD_INS = re.compile(
-    r"^(?:(?:it was|members were|the (?:committee|cabinet|board|panel) (?:was|were)) "
-    r"(?:noted|informed|reported|advised|explained|highlighted|confirmed|stated|told) that |"
-    r"(?:the )?(?:[A-Z][\w’'&-]+ ){0,5}(?:reported|explained|advised|confirmed|stated|noted|"
-    r"highlighted|added|commented|said) that |in response to (?:a )?questions?(?: from [^,]+)?, "
-    r"(?:[\w’'-]+ ){1,6}(?:confirmed|explained|advised|stated|said) that |"
-    r"the report (?:highlighted|noted|stated|explained) that |during the discussion,? )",
+    r"^(?:(?:it was|members were|the (?:committee|cabinet|board|panel|council) (?:was|were)) "
+    r"(?:noted|informed|reported|advised|explained|highlighted|confirmed|stated|told|reminded) that |"
+    r"(?:members|the (?:committee|cabinet|board|panel)) (?:noted|heard|were told|were advised|"
+    r"were informed|were reminded) that |"
+    rf"{_SPEAKER}(?:also )?(?:reported|explained|advised|confirmed|stated|noted|highlighted|added|"
+    r"commented|said|informed (?:members|the committee|cabinet)|told (?:members|the committee)|"
+    r"reminded members|emphasised|stressed|outlined|acknowledged) that |"
+    r"in response to (?:a )?(?:questions?|queries|a query)(?: from [^,]+| about [^,]+| on [^,]+)?, "
+    r"(?:[\w’'-]+,? ){1,8}(?:confirmed|explained|advised|stated|said|reported|noted) that |"
+    r"the (?:report|update|presentation|letter) (?:highlighted|noted|stated|explained|showed|"
+    r"indicated|confirmed|reported) that |during (?:the )?discussion,? (?:it was noted that )?|"
+    r"(?:furthermore|in addition|additionally|moreover|also|overall|in summary),? )",
     re.I,
 )
 _PARENTHETICAL_REFS = re.compile(
     r"\s*\((?:for copy of report see[^)]*|appendix[^)]*|see appendix[^)]*|copy attached|"
-    r"agenda pages?[^)]*|pages? \d[^)]*)\)",
+    r"agenda pages?[^)]*|pages? \d[^)]*|item \d[^)]*|minute \d[^)]*)\)",
     re.I,
 )
 _RESOLUTION_HEAD = re.compile(r"^(?:RESOLVED|Resolved|AGREED|Agreed|DECISION|Decision)\s*[:–-]?\s*", re.I)
 _BOILERPLATE = re.compile(
-    r"pdf icon|\bPDF \d+ ?KB\b|view the full minutes text|supporting documents|additional documents",
+    r"pdf icon|\bPDF \d+ ?KB\b|view the full minutes text|supporting documents|additional documents|"
+    # ModernGov's own menu, when a page was read whole
+    r"subscribe to updates|search documents|your councillors|what's new|forward plans|election results|"
+    r"outside bodies|epetitions",
+    re.I,
+)
+# Fields of ModernGov decision and issue pages: whole passages that are the page, not the minutes.
+_METADATA = re.compile(
+    r"^(?:Decision (?:maker|status|type|due|details)|Is (?:it a )?key decision|Is subject to call[- ]in|"
+    r"Publication date|Date of (?:decision|publication)|Decided at meeting|Accompanying documents|"
+    r"Lead (?:member|director|officer)|Department|Contact|Wards? affected|Notice of proposed decision|"
+    r"Call[- ]in (?:deadline|expiry)|Effective from|Reason for urgency|Report author|Portfolio|Action(?: by)?)"
+    r"\b[^:]{0,40}:",
     re.I,
 )
 
-
+# "The Director, Mr D. Farrant, highlighted": the office says who spoke; the name costs words.
+_NAMED_PERSON = re.compile(
+    r",\s+(?:the\s+)?(?:Cllr|Councillor|County Councillor|Mr|Mrs|Ms|Miss|Dr)\.?\s+[A-Z][\w.’'-]*"
+    r"(?:\s+[A-Z][\w.’'-]*){0,3},(?=\s)|\s*\((?:Cllr|Councillor|Mr|Mrs|Ms|Miss|Dr)\.?\s[^()]{1,40}\)"
+)
 _LONG_PARENTHESIS = re.compile(r"\s*\((?:[^()\d]*?\s){3,}[^()\d]*?\)")
 # What opens a passage without being part of its sentence: list markers ("·", "h)", "(b)", "5.1")
 # and section headings of minutes pages ("Minutes:", "Background:", "Reasons:").
 _OPENERS = re.compile(
-    r"^(?:[·•▪◦*–-]\s*|\(?[a-hj-z]\)\s+|\(?(?:i{1,3}|iv|vi{0,3}|ix|x)\)\s+|\d+(?:\.\d+)+\.?\s+|"
+    r"^(?:[·•▪◦*–-]\s*|\(?[a-hj-z]\)\s+|\(\d{1,2}\)\s+|\(?(?:i{1,3}|iv|vi{0,3}|ix|x)\)\s+|\d+(?:\.\d+)+\.?\s+|"
     r"\d{1,3}[.)]\s+|(?:Minutes|Background|Reasons?(?: for (?:the )?decision)?|Decision|Purpose"
     r"(?: of (?:the )?report)?|Summary|Discussion|Outcome)\s*:\s*)+",
     re.I,
 )
+# Page furniture run into a sentence: a page's headings ("Title", "Background", "Decision",
+# "Reasons for the decision") left on their own line, which the passage splitter joins to the
+# sentence after them ("Title Quarterly review Background The council ..."). Capitalised and
+# followed by a capital, or ending a passage, they are headings, not words of the sentence.
+_FURNITURE_WORDS = (
+    r"Title|Background(?: (?:information|papers))?|Details|Decisions?|Reasons?(?: for (?:the )?"
+    r"(?:decision|recommendations?))?|Purpose(?: of (?:the )?report)?|Summary|Minutes|Outcome|"
+    r"Recommendations?|Issue details|Alternative options(?: considered)?(?: and rejected)?|"
+    r"Options considered|Executive summary|Introduction|Key points"
+)
+_FURNITURE_AT_START = re.compile(rf"^(?:(?:{_FURNITURE_WORDS})\s*[:–-]?\s+)+(?=[A-Z0-9£\"'‘“(])")
+_FURNITURE_INSIDE = re.compile(r"(?<=[\w.,;)’'])\s+(?:Title|Background)\s*:?\s+(?=[A-Z0-9£])")
+_FURNITURE_WITH_COLON = re.compile(rf"(?<=[\w.,;)’'])\s+(?:{_FURNITURE_WORDS})\s*:\s+(?=\S)")
+_FURNITURE_AT_END = re.compile(rf"\s+(?:{_FURNITURE_WORDS})\s*:?\s*$")
+
+
+def strip_furniture(sentence: str) -> str:
+    """A sentence without the page headings run into it; never a word of the sentence itself."""
+    out = _FURNITURE_AT_START.sub("", sentence)
+    out = _FURNITURE_INSIDE.sub(" ", out)
+    out = _FURNITURE_WITH_COLON.sub(" ", out)
+    return _FURNITURE_AT_END.sub("", out)
 
 
 def compress(sentence: str, acronyms: dict[str, str] | None = None) -> str:
-    """Trim list markers, headings, a lead-in, references to appendices and long asides in
-    brackets, and write defined names as their acronyms; never add a word."""
+    """Trim list markers, headings and page furniture, a lead-in, references to appendices and
+    long asides in brackets, and write defined names as their acronyms; never add a word."""
     out = _OPENERS.sub("", sentence.strip()).strip()
+    out = strip_furniture(out).strip()
+    out = _OPENERS.sub("", out).strip()
     out = _PARENTHETICAL_REFS.sub("", out).strip()
     out = _LONG_PARENTHESIS.sub("", out)
+    out = _NAMED_PERSON.sub("", out)
     if acronyms:
         out = abbreviate(out, acronyms)
-    trimmed = _LEAD_INS.sub("", out, count=1)
-    if trimmed != out and len(trimmed.split()) >= 4:
-        out = trimmed
+    for _ in range(2):  # "Furthermore, the Director reported that ..."
+        trimmed = _LEAD_INS.sub("", out, count=1)
+        removed = out[:len(out) - len(trimmed)]
+        # "Ofsted reported that", "Inspectors noted that": who found it is part of the fact; and
+        # "she looked forward to ..." would leave a pronoun nobody can place.
+        if (re.search(r"inspect|\bcommissioner|\badviser", removed, re.I) or _BODY.search(removed)
+                or re.match(r"(?:he|she|they|it|this|these|those|we|i)\b", trimmed, re.I)):
+            break
+        if trimmed != out and len(trimmed.split()) >= 4:
+            out = trimmed
+    out = _REPORT_FRAME.sub(r"\g<who>\g<verb> \g<rest>", out, count=1)
     out = out.strip().rstrip("| ").strip()  # a table cell's border, from a page's decision table
     return out[:1].upper() + out[1:]
+
+
+# "The Committee considered a report of the Director which provided an update on X": deleting
+# the report's frame leaves what was considered ("The Committee considered an update on X").
+_REPORT_FRAME = re.compile(
+    r"^(?P<who>(?:the |members )?(?:[\w’'-]+ ){0,5}?)(?P<verb>received|considered|noted|scrutinised|"
+    r"reviewed|welcomed) (?:a|the) (?:\w+ ){0,3}?(?:report|presentation|paper)(?: (?:of|from|by) "
+    r"(?:the )?[^,]{0,80}?)?,? (?:which|that) (?:provided|set out|sets out|outlined|outlines|gave|"
+    r"detailed|presented|summarised|described|highlighted|updated members on|informed members of) "
+    r"(?P<rest>\S.*)$",
+    re.I,
+)
+# What a passage is when it is nobody's sentence: a report's byline, the minutes' own business.
+_SAYS_NOTHING = re.compile(
+    r"^(?:(?:joint )?report (?:of|by|from) (?:the )?[\w’'&,() -]{3,120}\.?$|"
+    r"(?:that )?(?:the )?(?:content|contents|report|update|presentation|information|progress|position|"
+    r"minutes|comments)[\w\s,’']{0,60}? (?:be|is|was|were|are) (?:noted|received)\.?$|"
+    r"in the absence of |.*\bbe appointed (?:as )?chair\b|meeting of .{0,80}\b\d{4}\b|"
+    r"(?:councillor [\w’'-]+ )?minutes? (?:no\.? \d+|of the [\w -]{0,30}meeting)|"
+    r".*\bconfirmed as a (?:correct|true) record|there (?:are|were) no (?:specific )?recommendations|\([^()]*\d{5,}[^()]*\)\.?$)",
+    re.I,
+)
+# A line of capitalised words with no full stop ("79 Payment of Market Supplements", "Family
+# Services Performance Report"): a heading, the item's own or a section's.
+_HEADING_LINE = re.compile(
+    r"^(?:\d{1,3}\.?\s+)?['‘\"]?[A-Z0-9][\w’'-]*['’\"]?(?:\s+(?:[A-Z0-9(][\w’'()/-]*['’\"]?|of|and|for|the|to|in|"
+    r"on|at|a|an|&|[-–:]))*$"
+)
+
+# ---------------------------------------------------------------- what a sentence carries
+# Sentences that announce rather than report: an item's purpose line ("To consider the ...
+# Plan.", "To receive ... reports on a quarterly basis.") and report-speak ("The purpose of this
+# report is to ...", "The cabinet member introduced the report and ...").
+_PURPOSE_LINE = re.compile(r"^(?:(?:purpose|recommendations?)\s*:?\s*)?to (?!date\b)[a-z]+\b", re.I)
+_REPORT_SPEAK = re.compile(
+    r"\bpurpose of (?:this|the) (?:report|item|paper|presentation)\b|"
+    r"^(?:this|the) (?:\w+ ){0,3}(?:report|paper|item|presentation|update) (?:(?:which|that) )?(?:\w+ly )?"
+    r"(?:sets? out|presents?|presented|provides?|provided|seeks?|sought|updates?|updated|informs?|"
+    r"notif(?:y|ies|ied)|confirms?|explains?|reports?|"
+    r"informed|outlines?|outlined|summarises?|summarised|asks?|asked|gives?|gave|brings?|brought|"
+    r"describes?|described|invites?|invited|details|detailed|requests?|requested|is|was)\b(?! that)|"
+    r"\b(?:introduced|presented|outlined|took members through) (?:the|a|an|this|his|her|their) (?:\w+ ){0,4}?"
+    r"(?:report|item|paper|presentation|update)\b|"
+    r"^(?:the |members )?(?:[\w’'-]+ ){0,6}?(?:received|considered|noted) (?:a|the) (?:\w+ ){0,4}?"
+    r"(?:report|presentation|update|paper)(?: (?:of|from|by)\b|[,.]|$)|"
+    r"\b(?:report|presentation|update) (?:was|were|is) (?:introduced|presented|submitted|received|"
+    r"considered|given|tabled)\b|"
+    r"\b(?:set out|detailed|attached|included|summarised) (?:in|at) (?:section|paragraph|appendix|appendices|"
+    r"annex)\b",
+    re.I,
+)
+# Courtesies and meeting business that say nothing about the services.
+_PROCEDURAL = re.compile(
+    r"\b(?:welcomed (?:\w+ ){0,8}to the meeting|thanked (?:\w+ ){0,8}for|copy of which is "
+    r"(?:attached|appended)|attached to (?:the|these) minutes|apolog(?:y|ies)|declarations? of "
+    r"interests?|the chair(?:man)? (?:welcomed|thanked|introduced))\b",
+    re.I,
+)
+_JUDGEMENT = re.compile(r"\b(?:inadequate|requires? improvement(?: to be good)?|outstanding|good)\b", re.I)
+_JUDGED = re.compile(
+    r"\b(?:judged|judgements?|rated|graded|grade|overall effectiveness|found (?:to be|services)|"
+    r"inspect\w*|ofsted|ilacs|jtai|monitoring visit|focused visit)\b",
+    re.I,
+)
+_FACT_NUMBER = re.compile(r"£?\d[\d,.]*(?:%| per cent)?")
+_FACT_DATE = re.compile(
+    r"\b(?:January|February|March|April|May|June|July|August|September|October|November|December)\b"
+)
+_DECISION = re.compile(
+    r"\b(?:resolved|agreed|approved|decided|endorsed|rejected|refused|issued|lifted|revoked|"
+    r"appointed|directed|required|recommended|will|would|must|due)\b",
+    re.I,
+)
+_BODY = re.compile(r"\b(?:Ofsted|DfE|CQC|HMI\w*|CIW|CSSIW|Estyn|JTAI|ILACS|Department for Education|"
+                   r"Secretary of State|[Cc]ommissioner|improvement notice|statutory direction)\b")
+
+
+def is_purpose_line(sentence: str) -> bool:
+    return bool(_PURPOSE_LINE.match(sentence.strip()))
+
+
+def is_report_speak(sentence: str) -> bool:
+    return bool(_REPORT_SPEAK.search(sentence.strip()))
+
+
+def is_announcement(sentence: str) -> bool:
+    """Says that something was presented, considered or welcomed, not what it said."""
+    return is_purpose_line(sentence) or is_report_speak(sentence) or bool(_PROCEDURAL.search(sentence))
+
+
+def has_judgement(sentence: str) -> bool:
+    """An inspection's judgement ("judged inadequate", "rated good"), not "good progress"."""
+    for match in _JUDGEMENT.finditer(sentence):
+        word = match.group().lower()
+        if word in ("inadequate",) or word.startswith("requires") or _JUDGED.search(sentence):
+            return True
+    return False
+
+
+def fact_weight(sentence: str) -> int:
+    """How many kinds of the flag's facts a sentence carries: a judgement, a number, a date, a
+    decision, a named inspectorate or intervention."""
+    return (has_judgement(sentence) + bool(_FACT_NUMBER.search(sentence)) + bool(_FACT_DATE.search(sentence))
+            + bool(_DECISION.search(sentence)) + bool(_BODY.search(sentence)))
 
 
 # Words that make two different sentences look alike.
@@ -98,31 +264,66 @@ def is_heading(passage: str, title: str | None) -> bool:
     if not title:
         return False
     heading, _ = clean_title(re.sub(r"^agenda item\s+", "", passage.strip(), flags=re.I))
+    heading = strip_furniture(heading)
     return normalise_for_match(heading).rstrip(". ") == normalise_for_match(title).rstrip(". ")
 
 
+def _says_nothing(passage: str, text: str, title: str | None) -> bool:
+    """Headings, page fields, questions, list introductions: they report nothing by themselves."""
+    return bool(_BOILERPLATE.search(text) or _METADATA.match(passage.strip()) or _METADATA.match(text)
+                or _SAYS_NOTHING.match(text) or _HEADING_LINE.match(passage.strip().rstrip(" |"))
+                or _HEADING_LINE.match(text) or re.search(r",? (?:and|or)$", text)
+                or re.match(r"whether\b", text, re.I)
+                or len(text.split()) < 4 or text.endswith(("?", ":")) or is_heading(passage, title))
+
+
 def select(passages: list[str], scores: np.ndarray, resolution: str | None, max_words: int,
-           title: str | None = None, acronyms: dict[str, str] | None = None) -> list[str]:
-    """Greedy choice by score, no two near-duplicates, the resolution kept when it fits,
-    returned in document order. Headings, questions and list introductions are never chosen: a
-    briefing says what was reported or decided."""
-    order = sorted(range(len(passages)), key=lambda i: -scores[i])
-    chosen: dict[int, str] = {}
-    used = 0
+           title: str | None = None, acronyms: dict[str, str] | None = None,
+           evidence: set[int] | frozenset[int] = frozenset(),
+           is_faithful: Callable[[str], bool] | None = None) -> list[str]:
+    """The briefing's sentences, in document order, within `max_words`.
+
+    Order of choice: the classifier's evidence (what the flag rests on), then the decision (the
+    resolution), then sentences carrying facts (judgements, numbers, dates, decisions, named
+    inspectorates), then the rest, each group by score; no two near-duplicates. Purpose lines,
+    report-speak and courtesies come only when nothing else fits."""
+    texts = [compress(p, acronyms) for p in passages]
     resolution_index = None
     if resolution:
         for i, p in enumerate(passages):
             if normalise_for_match(p) in normalise_for_match(resolution) or _RESOLUTION_HEAD.match(p):
                 resolution_index = i
-    for i in order:
-        text = compress(passages[i], acronyms)
-        # A question, or a line that introduces a list ("The following points were made:"),
-        # reports nothing by itself.
-        if (_BOILERPLATE.search(text) or len(text.split()) < 4 or text.endswith(("?", ":"))
-                or is_heading(passages[i], title)):
+    candidates = []
+    for i, text in enumerate(texts):
+        if i == resolution_index:
+            text = _RESOLUTION_HEAD.sub("", text).strip()
+            text = text[:1].upper() + text[1:]
+            # "That the report be noted" says nothing a director needs.
+            if re.fullmatch(r"(?:that )?(?:\(\w{1,3}\) )?the (?:report|update|presentation)s? (?:be|is|was) "
+                            r"noted[.;]?(?: and)?", text, re.I):
+                continue
+            texts[i] = text
+        if _says_nothing(passages[i], text, title) or (is_faithful and not is_faithful(text)):
             continue
-        if resolution_index is not None and i == resolution_index:
-            continue  # placed last, if it fits
+        # An item cut short ends in a broken sentence ("... the provision to extend these to oth").
+        is_cut_short = i == len(passages) - 1 and not passages[i].rstrip().endswith(tuple(".!?:;)\"'’”"))
+        if is_announcement(text) or is_cut_short:
+            group = 4
+        elif i in evidence:
+            group = 0
+        elif i == resolution_index:
+            group = 1
+        elif fact_weight(text):
+            group = 2
+        else:
+            group = 3
+        candidates.append((group, -float(scores[i]), i))
+    chosen: dict[int, str] = {}
+    used = 0
+    for group, _, i in sorted(candidates):
+        if group == 4 and chosen:
+            break  # an announcement only when nothing else says what happened
+        text = texts[i]
         if _is_redundant(text, list(chosen.values())):
             continue
         n = len(text.split())
@@ -133,37 +334,69 @@ def select(passages: list[str], scores: np.ndarray, resolution: str | None, max_
             continue
         chosen[i] = text
         used += n
-        if used >= max_words - 5:
+        if used >= max_words - 3:
             break
-    if resolution_index is not None:
-        text = _RESOLUTION_HEAD.sub("", compress(passages[resolution_index], acronyms)).strip()
-        # "That the report be noted" says nothing a director needs.
-        if text and not re.fullmatch(r"(?:that )?the (?:report|update) be noted\.?", text, re.I):
-            text = text[0].upper() + text[1:]
-            if used + len(text.split()) <= max_words and not _is_redundant(text, list(chosen.values())):
-                chosen[resolution_index] = text
     return [chosen[i] for i in sorted(chosen)]
 
 
 def summarise_record(record: dict, passage_scores: np.ndarray, passages: list[str],
                      max_words: int = 60) -> dict:
     """One item's briefing from its passages' scores; the faithfulness check is applied here."""
-    evidence = {p for sentences in (record.get("evidence") or {}).values() for p in sentences}
-    # Sentences the classifier quoted as evidence are what a director must see: they get a lift.
-    lifted = np.array([
-        s + (0.35 if p in evidence else 0.0) for p, s in zip(passages, passage_scores)
-    ])
-    chosen = select(passages, lifted, record.get("resolutions"), max_words, record.get("title"),
-                    acronyms_defined(record["text"]))
+    quoted = [normalise_for_match(p) for sentences in (record.get("evidence") or {}).values() for p in sentences]
+    # Sentences the classifier quoted as evidence are what a director must see: they go first.
+    evidence = {i for i, p in enumerate(passages) if normalise_for_match(p) in quoted}
+    chosen = select(passages, np.asarray(passage_scores, dtype=float), record.get("resolutions"), max_words,
+                    record.get("title"), acronyms_defined(record["text"]), evidence,
+                    lambda sentence: not unsupported_facts(sentence, record["text"]))
     # Joined passages each end a sentence: a purpose line or bullet often has no full stop.
     briefing = " ".join(c if c.endswith((".", "!", "?", "…", ";", ":")) else c + "." for c in chosen).strip()
     is_fallback = False
     if not briefing or unsupported_facts(briefing, record["text"]) or len(briefing.split()) > max_words:
         is_fallback = True
-        best = passages[int(np.argmax(lifted))] if passages else (record.get("title") or "")
+        order = sorted(range(len(passages)), key=lambda i: (i not in evidence, -float(passage_scores[i])))
+        best = passages[order[0]] if passages else (record.get("title") or "")
         # The passage verbatim but for a list marker or heading: nothing in it can be unsupported.
         briefing = cut_to_words(_OPENERS.sub("", best).strip() or best, max_words)
     return {"id": record["id"], "briefing": briefing, "is_fallback": is_fallback}
+
+
+# ---------------------------------------------------------------- defects a director should never read
+_FURNITURE_DEFECT = re.compile(
+    rf"(?:^|(?<=[.!?]\s))(?:{_FURNITURE_WORDS})(?:\s*:|\s*[–-]?\s+(?=[A-Z0-9£]))|"
+    rf"(?<=[\w,;)’'])\s+(?:Title|Background)\b\s*:?\s+(?=[A-Z0-9£])|"
+    rf"(?<=[\w,;)’'])\s+(?:{_FURNITURE_WORDS})\s*:|\b(?:Title|Background)\s*:?\s*$"
+)
+
+
+def _sentences(briefing: str) -> list[str]:
+    return [s for s in re.split(r"(?<=[.!?…;])\s+(?=[A-Z0-9£\"'‘“(])", briefing.strip()) if s]
+
+
+def briefing_defects(briefing: str, record: dict) -> dict[str, list[str]]:
+    """What no person would write in a briefing, by kind (empty when none):
+    - "furniture": page headings run into a sentence ("Title ... Background ...", "Decision:");
+    - "purpose_line": a sentence that announces ("To consider the ... Plan.");
+    - "report_speak": "The purpose of this report is ...", "... introduced the report ...";
+    - "missing_fact": the flag's key fact (an inspection judgement, a number in the evidence)
+      left out while an announcing sentence stays.
+    `record` is the item ({"text", "evidence"?}); its evidence is the classifier's."""
+    sentences = _sentences(briefing)
+    defects = {
+        "furniture": [m.group().strip() for m in _FURNITURE_DEFECT.finditer(briefing)],
+        "purpose_line": [s for s in sentences if is_purpose_line(s)],
+        "report_speak": [s for s in sentences if is_report_speak(s)],
+    }
+    announcing = defects["purpose_line"] + defects["report_speak"] + [s for s in sentences if _PROCEDURAL.search(s)]
+    missing = []
+    if announcing:
+        stated = normalise_for_match(briefing)
+        for sentence in (s for quoted in (record.get("evidence") or {}).values() for s in quoted):
+            facts = [m.group().rstrip(".,") for m in _FACT_NUMBER.finditer(sentence)]
+            if has_judgement(sentence):
+                facts += [m.group() for m in _JUDGEMENT.finditer(sentence)]
+            missing += [f for f in facts if f and normalise_for_match(f) not in stated]
+    defects["missing_fact"] = list(dict.fromkeys(missing))
+    return {kind: found for kind, found in defects.items() if found}
 
 
 def body_passages(record: dict) -> list[str]:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import modelfolder
-from pipeline.config import LABELS
+from pipeline.config import LABELS, DataError
 from pipeline.ingest.readers import normalise
 from pipeline.ingest.split import is_procedural, split_document
 from pipeline.passages import item_context, item_passages, overlaps
@@ -60,10 +60,11 @@ class TrainingArguments:
     # computed once and reused every epoch: a step then runs forward and backward through the
     # upper layers only (BERT-shaped encoders; others train whole).
     frozen_layers: int = 3
-
-
-class DataError(Exception):
-    """A labelled file is unusable; the message names the file, the line and the problem."""
+    # In an item labelled L, a passage not quoted as L's evidence is unknown for L, not a
+    # negative: the labelling guide quotes at most three sentences a label, and an item about
+    # caseloads has more sentences about caseloads than that. Counting them as negatives taught
+    # the model to doubt the very sentences it should flag.
+    mask_unquoted_in_positive_items: bool = True
 
 
 # ---------------------------------------------------------------- data
@@ -103,19 +104,22 @@ def is_validation_item(row: dict) -> bool:
 
 def labelled_data(labelled_dir: Path) -> tuple[list[dict], list[dict], list[str]]:
     """The project's own labelled data as (training rows, validation rows, file names):
-    `*.jsonl` (composed from sentence banks) and `written/*.jsonl` (whole items written by
-    hand) train; `heldout/*.jsonl` (composed from held-out templates) and one written item in
-    five validate."""
+    `*.jsonl` (composed from sentence banks) and four in five of `written/*.jsonl` (whole items
+    written by hand) train; the fifth written item validates.
+
+    Thresholds are chosen on written items alone: they read like real minutes, long and mixed,
+    with near misses whose title decides them. Items composed from held-out templates
+    (`heldout/`) separate more cleanly than whole items do, and thresholds chosen on them came
+    out strict (0.85 to 0.95); they stay as a test of compose.py's template split."""
     labelled_dir = Path(labelled_dir)
     training = read_labelled([labelled_dir])
     names = [str(labelled_dir)]
-    written_dir, heldout_dir = labelled_dir / "written", labelled_dir / "heldout"
+    written_dir = labelled_dir / "written"
     written = read_labelled([written_dir]) if written_dir.is_dir() else []
-    validation = read_labelled([heldout_dir]) if heldout_dir.is_dir() else []
+    validation = [r for r in written if is_validation_item(r)]
     if written:
         names.append(str(written_dir))
         training += [r for r in written if not is_validation_item(r)]
-        validation += [r for r in written if is_validation_item(r)]
     return training, validation, names
 
 
@@ -155,6 +159,14 @@ def passage_targets(row: dict) -> list[tuple[str, list[float]]]:
             continue
         out.append((passage, target))
     return out
+
+
+def passage_weights(row: dict, targets: list[list[float]]) -> list[list[float]]:
+    """Loss weights for `passage_targets(row)`: 0 where the item carries a label that the
+    passage is not quoted for (unknown), 1 elsewhere."""
+    labelled = [label in (row.get("labels") or []) for label in LABELS]
+    return [[0.0 if is_labelled and not t else 1.0 for is_labelled, t in zip(labelled, target)]
+            for target in targets]
 
 
 def data_hash(rows: list[dict]) -> str:
@@ -214,9 +226,10 @@ def summariser_arguments(**overrides) -> TrainingArguments:
 
 def fine_tune(base: Path, texts: list[str], targets: np.ndarray, args: TrainingArguments,
               id2label: dict[int, str], on_step: Callable[[int, int, float], None] | None = None,
-              contexts: list[str] | None = None):
+              contexts: list[str] | None = None, weights: np.ndarray | None = None):
     """Fine-tune `base` on (text, target vector) pairs with BCE, each text read with its
-    context when `contexts` is given; returns (model, tokenizer)."""
+    context when `contexts` is given, each target weighted by `weights` (same shape; 0 leaves
+    it out of the loss); returns (model, tokenizer)."""
     import torch
     from transformers import (
         AutoModelForSequenceClassification,
@@ -253,6 +266,7 @@ def fine_tune(base: Path, texts: list[str], targets: np.ndarray, args: TrainingA
             layer.requires_grad_(False)
         cached = lower_states(model, tokenizer, encoded, frozen)
     targets_t = torch.tensor(targets, dtype=torch.float32)
+    weights_t = torch.ones_like(targets_t) if weights is None else torch.tensor(weights, dtype=torch.float32)
     is_negative = targets.sum(axis=1) == 0
     kept = int((~is_negative).sum() + args.negative_share * is_negative.sum())
     steps_per_epoch = (kept + args.batch_size - 1) // args.batch_size
@@ -274,7 +288,7 @@ def fine_tune(base: Path, texts: list[str], targets: np.ndarray, args: TrainingA
     optimiser = torch.optim.AdamW(groups, lr=args.learning_rate)
     schedule = get_linear_schedule_with_warmup(optimiser, int(total * args.warmup_share), total)
     loss_fn = torch.nn.BCEWithLogitsLoss(
-        pos_weight=torch.full((len(id2label),), args.positive_weight)
+        pos_weight=torch.full((len(id2label),), args.positive_weight), reduction="none"
     )
     generator = torch.Generator().manual_seed(args.seed)
     step = 0
@@ -285,7 +299,8 @@ def fine_tune(base: Path, texts: list[str], targets: np.ndarray, args: TrainingA
             else:
                 features = [{k: encoded[k][i] for k in encoded.keys()} for i in chunk]
                 logits = model(**tokenizer.pad(features, return_tensors="pt")).logits
-            loss = loss_fn(logits, targets_t[chunk])
+            w = weights_t[chunk]
+            loss = (loss_fn(logits, targets_t[chunk]) * w).sum() / w.sum().clamp(min=1.0)
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
             optimiser.step()
@@ -358,20 +373,23 @@ def upper_logits(model, states: list, frozen: int):
 
 
 def choose_thresholds(scores: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """Per label, the threshold with the best F1 on validation items; ties go to the value
-    nearest 0.5 (the least tuned)."""
+    """Per label, the threshold nearest 0.5 whose F1 on the validation items is within one
+    standard error of the best F1 (the one-standard-error rule).
+
+    A hundred validation items with a dozen to thirty positives a label give F1 curves that are
+    flat within their noise: the single best point is as often luck as signal, and a threshold
+    pulled far from 0.5 by one or two items does not carry to other councils' minutes."""
     from sklearn.metrics import f1_score
 
     grid = np.round(np.arange(0.05, 0.951, 0.025), 3)
     chosen = {}
     for j, label in enumerate(LABELS):
-        best = (-1.0, 1.0, 0.5)
-        for t in grid:
-            f1 = f1_score(truth[:, j], scores[:, j] >= t, zero_division=0)
-            key = (round(f1, 6), -abs(t - 0.5))
-            if key > best[:2]:
-                best = (key[0], key[1], float(t))
-        chosen[label] = best[2]
+        f1s = np.array([f1_score(truth[:, j], scores[:, j] >= t, zero_division=0) for t in grid])
+        best = float(f1s.max())
+        positives = max(int(truth[:, j].sum()), 1)
+        standard_error = (best * (1 - best) / positives) ** 0.5
+        near_best = grid[f1s >= best - standard_error - 1e-9]
+        chosen[label] = float(near_best[np.argmin(np.abs(near_best - 0.5))])
     return chosen
 
 
@@ -439,14 +457,20 @@ def train_classifier(
         train_rows, val_rows = prepared, [prepare(r) for r in validation_rows]
     else:
         train_rows, val_rows = split_rows(prepared, args.validation_share, args.seed)
-    pairs = [(item_context(row), *p) for row in train_rows for p in passage_targets(row)]
+    pairs, weights = [], []
+    for row in train_rows:
+        row_pairs = passage_targets(row)
+        pairs += [(item_context(row), *p) for p in row_pairs]
+        weights += (passage_weights(row, [t for _, t in row_pairs]) if args.mask_unquoted_in_positive_items
+                    else [[1.0] * len(LABELS)] * len(row_pairs))
     if not pairs:
         raise DataError("no training passages: the labelled files are empty")
     contexts = [p[0] for p in pairs] if args.context else None
     texts = [p[1] for p in pairs]
     targets = np.array([p[2] for p in pairs], dtype=np.float32)
     model, tokenizer = fine_tune(base, texts, targets, args,
-                                 {i: label for i, label in enumerate(LABELS)}, on_step, contexts)
+                                 {i: label for i, label in enumerate(LABELS)}, on_step, contexts,
+                                 np.array(weights, dtype=np.float32))
     context_card = CONTEXT_SCHEME if args.context else None
     loaded = modelfolder.LoadedModel(Path("."), {"thresholds": {l: 0.5 for l in LABELS},
                                                  "context": context_card}, tokenizer, model)

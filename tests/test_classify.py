@@ -16,7 +16,9 @@ from pipeline.config import LABELS
 from pipeline.passages import item_passages
 from pipeline.train import (
     TrainingArguments,
+    choose_thresholds,
     passage_targets,
+    passage_weights,
     prepare,
     read_labelled,
     train_classifier,
@@ -49,6 +51,40 @@ def test_passage_targets_follow_the_evidence():
     assert "Staffing" not in targets  # titles are not trained on unless quoted as evidence
 
 
+def test_unquoted_passages_of_a_labelled_item_are_unknown_for_that_label_only():
+    row = prepare({"id": "x", "text": "Agenda item\n\nStaffing\n\nMinutes:\n\nThe meeting opened. "
+                   "Caseloads had risen to 27 per social worker. Agency staff filled 30 posts.",
+                   "labels": ["workforce_concern"],
+                   "evidence": {"workforce_concern": ["Caseloads had risen to 27 per social worker."]}})
+    pairs = passage_targets(row)
+    weights = dict(zip([p for p, _ in pairs], passage_weights(row, [t for _, t in pairs])))
+    # The quoted sentence is a positive and counts; the others are unknown for workforce (a
+    # gold row quotes at most three sentences) but still negatives for the other two labels.
+    assert weights["Caseloads had risen to 27 per social worker."] == [1.0, 1.0, 1.0]
+    assert weights["Agency staff filled 30 posts."] == [1.0, 1.0, 0.0]
+    assert weights["The meeting opened."] == [1.0, 1.0, 0.0]
+    unlabelled = {**row, "labels": [], "evidence": {}}
+    assert all(w == [1.0, 1.0, 1.0] for w in passage_weights(unlabelled, [t for _, t in passage_targets(unlabelled)]))
+
+
+def test_thresholds_stay_near_half_unless_validation_clearly_says_otherwise():
+    rng = np.random.default_rng(0)
+    truth = np.zeros((100, 3), dtype=bool)
+    truth[:30] = True
+    scores = np.zeros((100, 3))
+    # intervention: perfectly separated anywhere in (0.2, 0.8): a flat curve, so 0.5.
+    scores[:, 0] = np.where(truth[:, 0], 0.8 + rng.uniform(0, 0.1, 100), 0.2 - rng.uniform(0, 0.1, 100))
+    # inspection: twenty negatives score 0.85-0.9 and every positive 0.95: only a high threshold works.
+    scores[:, 1] = np.where(truth[:, 1], 0.95, 0.1)
+    scores[30:50, 1] = rng.uniform(0.85, 0.9, 20)
+    # workforce: positives 0.3-0.4, negatives below 0.1: a low threshold is needed.
+    scores[:, 2] = np.where(truth[:, 2], rng.uniform(0.3, 0.4, 100), rng.uniform(0.0, 0.1, 100))
+    chosen = choose_thresholds(scores, truth)
+    assert chosen["intervention_notice"] == 0.5
+    assert 0.9 <= chosen["inspection_outcome"] <= 0.95
+    assert chosen["workforce_concern"] <= 0.3
+
+
 def test_aggregate_takes_the_best_passage_and_keeps_evidence_above_threshold():
     passages = ["Title", "A sentence about caseloads.", "Ofsted judged services good.", "Nothing."]
     scores = np.array([[0.1, 0.6, 0.2], [0.0, 0.1, 0.9], [0.2, 0.95, 0.1], [0.0, 0.0, 0.0]])
@@ -67,7 +103,7 @@ def test_tiny_model_round_trip(tiny_models):
     assert card["data_hash"] and card["arguments"]["epochs"] == 2 and card["labels"] == list(LABELS)
     assert "README.md" in {p.name for p in folder.iterdir()}
     loaded = modelfolder.load(folder)
-    records = [prepare(r) for r in composed_rows(6, offset=900)]
+    records = [prepare(r) for r in composed_rows(6, offset=200)]
     predictions = classify_records(loaded, records)
     assert [p["id"] for p in predictions] == [r["id"] for r in records]
     for record, prediction in zip(records, predictions):
@@ -88,7 +124,7 @@ def test_fast_forward_gives_the_models_own_scores(tiny_models, quantize):
     from pipeline.inference import PooledBertForward, encode_batches, score_texts
 
     loaded = modelfolder.load(modelfolder.promoted_folder(tiny_models, "classifier"), quantize=quantize)
-    texts = [p for r in composed_rows(8, offset=900) for p in item_passages(r["text"], r.get("title"))]
+    texts = [p for r in composed_rows(8, offset=200) for p in item_passages(r["text"], r.get("title"))]
     assert PooledBertForward.applies_to(loaded.model)
     forward = PooledBertForward(loaded.model)
     with torch.inference_mode():
@@ -128,7 +164,7 @@ def test_int8_is_close_to_fp32_and_close_calls_are_decided_in_fp32(tiny_models, 
     assert int8.reference is not None and fp32.reference is None
     summariser = modelfolder.load(modelfolder.promoted_folder(tiny_models, "summariser"), quantize=True)
     assert summariser.reference is None  # no thresholds, no close calls: no fp32 copy kept
-    records = [prepare(r) for r in composed_rows(12, offset=900)]
+    records = [prepare(r) for r in composed_rows(12, offset=200)]
     exact = classify_records(fp32, records)
     screened = classify_records(int8, records, recheck_logits=0.0)  # int8 alone
     rechecked = classify_records(int8, records, recheck_logits=1e9)  # every item scored again in fp32
@@ -154,7 +190,7 @@ def test_int8_recheck_scores_again_only_the_close_calls(tiny_models):
 
     folder = modelfolder.promoted_folder(tiny_models, "classifier")
     int8 = modelfolder.load(folder, quantize=True)
-    passages = [p for r in composed_rows(2, offset=900) for p in item_passages(r["text"], r.get("title"))][:5]
+    passages = [p for r in composed_rows(2, offset=200) for p in item_passages(r["text"], r.get("title"))][:5]
     probability = lambda logit: 1 / (1 + np.exp(-logit))  # noqa: E731
     # First label only; the others are far below their thresholds (0.5, logit 0).
     logits = np.array([[0.5, -0.2, -5.0, 3.0, 0.3]]).T

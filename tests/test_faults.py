@@ -51,7 +51,7 @@ def write_config(tmp_path, text: str | bytes):
 def test_every_setting_has_a_rule():
     from pipeline.config import RULES
 
-    tables = {"sources", "thresholds"}  # checked by their own code
+    tables = {"sources", "thresholds", "delivery"}  # checked by their own code
     assert {f.name for f in dataclasses.fields(Settings)} - tables == set(RULES)
 
 
@@ -364,3 +364,15 @@ def test_an_internal_error_exits_70_with_one_line(env, monkeypatch):
     debug = runner.invoke(app, ["items"], env={**env, "MINUTES_DEBUG": "1"})
     assert debug.exit_code == 70
     assert "Traceback" in debug.output and "RuntimeError: boom" in debug.output
+
+
+def test_an_empty_gold_file_is_one_line_not_an_internal_error(env, tmp_path, models_dir):
+    gold = tmp_path / "empty.gold.jsonl"
+    gold.write_text("\n")
+    env["MINUTES_MODELS_DIR"] = str(models_dir)
+    for command in (["evaluate", "--gold", str(gold)],
+                    ["models", "promote", "no-such-version", "--gold", str(gold)]):
+        result = runner.invoke(app, command, env=env)
+        assert result.exit_code == 2, (command, result.output)
+        assert "no gold items" in result.stderr or "no-such-version" in result.stderr
+        assert "Traceback" not in result.output and "internal error" not in result.output

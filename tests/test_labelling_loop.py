@@ -35,7 +35,7 @@ def test_export_import_train_promote_and_nightly_uses_the_promoted_model(model_e
     labelled.mkdir()
     (labelled / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in composed_rows(200)))
     gold = tmp_path / "holdout.gold.jsonl"
-    gold.write_text("".join(json.dumps(r) + "\n" for r in composed_rows(80, offset=1000)))
+    gold.write_text("".join(json.dumps(r) + "\n" for r in composed_rows(80, offset=200)))
     env = {**model_env, "MINUTES_LABELLED_DIR": str(labelled)}
     models = env["MINUTES_MODELS_DIR"]
 
