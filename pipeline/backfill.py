@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import modelfolder, store
-from pipeline.config import LABELS, Settings
+from pipeline.config import LABELS, DataError, Settings
 
 # Documents per parse batch, and items per model batch (the model's own batch_size then sorts
 # each model batch's passages by length).
@@ -34,8 +34,9 @@ LIGHT_TASK_CPUS = 0.25
 MANIFEST_SUFFIXES = {".csv", ".jsonl"}
 
 
-class BackfillError(Exception):
-    """A backfill cannot start (its input, output folder or engine): the message says which and why."""
+class BackfillError(DataError):
+    """A backfill cannot start (its input, output folder or engine): the message says which and why.
+    A DataError, so the command line reports it as one line with exit 2 like any other."""
 
 
 def result_schema():

@@ -1056,15 +1056,11 @@ def backfill(
 
     Example: minutes backfill minutes/ --out results/ --engine ray --actors 8 --address auto
     """
-    from pipeline.backfill import BackfillError, run_backfill
+    from pipeline.backfill import run_backfill
 
     settings = settings_from(config, model=model, summariser_model=summariser_model)
-    try:
-        with user_errors():
-            report = run_backfill(source, out_dir, settings, engine, actors, address, num_cpus, council)
-    except BackfillError as exc:
-        console.print(f"error: {exc}", markup=False)
-        raise typer.Exit(EXIT_USAGE) from None
+    with user_errors():
+        report = run_backfill(source, out_dir, settings, engine, actors, address, num_cpus, council)
     if as_json:
         out.print(json.dumps(report.as_json()))
     else:
@@ -1087,15 +1083,11 @@ def import_results_command(
 
     Example: minutes import-results results/ --db data/minutes.db
     """
-    from pipeline.backfill import BackfillError, import_results
+    from pipeline.backfill import import_results
 
     settings = settings_from(config, db=db)
     database = open_store(settings)
-    try:
-        report = import_results(database, results)
-    except BackfillError as exc:
-        console.print(f"error: {exc}", markup=False)
-        raise typer.Exit(EXIT_USAGE) from None
+    report = import_results(database, results)
     if as_json:
         out.print(json.dumps(report.as_json()))
     else:
