@@ -1,7 +1,7 @@
 """A backfill: many documents (a folder, or a manifest of paths) -> one Parquet row per item with
 its labels, scores, evidence and briefing, on this machine or on a Ray cluster; and its import.
 
-Both engines run the same stage code as the nightly run: `ingest.parse_document` parses, the stage
+Both engines run the same stage code as the nightly run: `ingest.parse_source` parses, the stage
 objects of `pipeline.stages` classify and summarise. The store is touched only by `import_results`,
 which loads the Parquet exactly once, so a backfill can run anywhere and be imported later.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import io
 import json
 import logging
@@ -153,7 +152,7 @@ def _error_row(source: str, error: str) -> dict:
 def parse_inputs(inputs: list[dict], limits) -> list[dict]:
     """[{"path", "council"?}] -> one row per item (the store's item fields and its document's),
     or one error row for a document that cannot be read or parsed."""
-    from pipeline.ingest import InputError, _source, parse_document
+    from pipeline.ingest import InputError, _source, parse_source
 
     rows: list[dict] = []
     limit = int(limits.max_file_mb * 1024 * 1024)
@@ -164,18 +163,14 @@ def parse_inputs(inputs: list[dict], limits) -> list[dict]:
                 data = handle.read(limit + 1)  # one byte past the limit tells a file too large
             if len(data) > limit:
                 raise InputError(f"file too large (over {limits.max_file_mb:g} MB; set max_file_mb to raise it)")
-            fmt, parsed = parse_document(str(path), data, limits)
+            # Stored under the name `minutes ingest` gives the file, so an import meets the same document.
+            document, items = parse_source(_source(path), data, {"council": entry.get("council")}, limits,
+                                           name=str(path))
         except (InputError, OSError) as exc:
             reason = str(exc) if isinstance(exc, InputError) else f"cannot read ({exc.strerror or exc})"
             rows.append(_error_row(str(path), reason))
             continue
-        document = {
-            # The name `minutes ingest` stores the file under, so an import meets the same document.
-            "source": _source(path), "content_hash": hashlib.sha256(data).hexdigest(), "format": fmt,
-            "council": entry.get("council") or parsed.get("council"),
-            "committee": parsed["committee"], "meeting_date": parsed["meeting_date"],
-        }
-        for position, item in enumerate(parsed["items"]):
+        for position, item in enumerate(items):
             rows.append({
                 **document, "position": position,
                 **{k: item.get(k) for k in ("number", "title", "purpose", "minutes", "resolutions", "text")},
@@ -195,6 +190,8 @@ class ItemStages:
 
         self.classifier = Classifier(_on_this_machine(classifier_folder), settings)
         self.summariser = Summariser(_on_this_machine(summariser_folder), settings)
+        # Loaded here, not on the first batch: an actor is ready (or fails) before work reaches it.
+        _ = self.classifier.loaded, self.summariser.loaded
 
     def rows(self, rows: list[dict]) -> list[dict]:
         items = [(k, r) for k, r in enumerate(rows) if not r.get("error")]

@@ -28,7 +28,7 @@ from pipeline import modelfolder, store
 from pipeline.config import LABELS, REPO_ROOT, Source, load_settings
 from pipeline.inference import encode
 from pipeline.passages import item_context, item_passages
-from pipeline.stages import ModelCard
+from pipeline.stages import Classifier, Summariser
 
 CORPUS = REPO_ROOT.parent / "shared" / "corpus"
 
@@ -215,8 +215,13 @@ def run(n: int, device: str, use_int8: bool, rounds: int = 3) -> dict:
 
     torch.set_num_threads(2 if device == "cpu" else torch.get_num_threads())
     settings = load_settings()
-    folder = modelfolder.resolve(settings.models_dir, "classifier", settings.model)
-    s_folder = modelfolder.resolve(settings.models_dir, "summariser", settings.summariser_model)
+    # "Ours" is the stage objects, as the nightly run makes them: max_tokens from each card; the
+    # device, int8, threads, batch size and thresholds from the settings.
+    stage_settings = replace(settings, device=device, quantize=use_int8 and device == "cpu",
+                             threads=torch.get_num_threads())
+    classifier = Classifier.promoted(stage_settings)
+    summariser = Summariser.promoted(stage_settings)
+    folder = classifier.folder
     base_records = source_records()
     records = cycle(base_records, n)
     # The passages our path scores (procedural items skip the model): for the passage and token counts.
@@ -225,16 +230,15 @@ def run(n: int, device: str, use_int8: bool, rounds: int = 3) -> dict:
                      "machine": f"{platform.machine()} {psutil.cpu_count()} cpus", "model": folder.name}
 
     started = time.perf_counter()
-    loaded = modelfolder.load(folder, device, quantize=use_int8 and device == "cpu")
+    loaded = classifier.loaded
     results["model_load_s"] = round(time.perf_counter() - started, 3)
-    fp32 = loaded.fp32()  # int8 keeps its fp32 weights for close calls: the same, not loaded twice
-    # The card's max_tokens, as the nightly run and the stage objects read it (pipeline.stages).
-    max_tokens = ModelCard.from_dict(loaded.card, folder).tokens(settings)
+    fp32 = classifier.fp32()  # int8 keeps its fp32 weights for close calls: the same, not loaded twice
+    max_tokens = classifier.max_tokens
 
     # Warm both paths up (first calls allocate and pick kernels) so N and 4N compare fairly.
-    classify_records(loaded, records[:16], max_tokens=max_tokens, device=device)
+    classifier(records[:16])
     if use_int8:
-        classify_records(fp32, records[:16], max_tokens=max_tokens, device=device)
+        fp32(records[:16])
     # Rounds alternate which path goes first; on a shared machine one round can be slowed by a
     # neighbour, so each figure is the median over the rounds and the spread is reported.
     timings: dict[str, list] = {"naive": [], "ours": [], "fp32": []}
@@ -245,11 +249,11 @@ def run(n: int, device: str, use_int8: bool, rounds: int = 3) -> dict:
                 continue
             with PeakMemory() as memory:
                 if way == "naive":
-                    naive = naive_classify(folder, records, loaded.card["thresholds"], device, max_tokens)
+                    naive = naive_classify(folder, records, classifier.thresholds, device, max_tokens)
                 elif way == "ours":
-                    ours = classify_records(loaded, records, max_tokens=max_tokens, device=device)
+                    ours = classifier(records)
                 else:
-                    ours_fp32 = classify_records(fp32, records, max_tokens=max_tokens, device=device)
+                    ours_fp32 = fp32(records)
             timings[way].append(memory)
     if not use_int8:
         timings["fp32"], ours_fp32 = timings["ours"], ours
@@ -284,18 +288,19 @@ def run(n: int, device: str, use_int8: bool, rounds: int = 3) -> dict:
     tokens = sum(len(ids) for ids in encode(loaded.tokenizer, texts, max_tokens, contexts)["input_ids"])
     # What reading each passage with its item's context costs: the same weights, passages alone.
     if loaded.card.get("context"):
-        alone = replace(fp32, card={**fp32.card, "context": None})
+        alone = replace(fp32.loaded, card={**fp32.loaded.card, "context": None})
         start = time.perf_counter()
-        classify_records(alone, records, max_tokens=max_tokens, device=device)
+        classify_records(alone, records, stage_settings.batch_size, max_tokens, device,
+                         stage_settings.evidence_per_label)
         alone_s = time.perf_counter() - start
         start = time.perf_counter()
-        classify_records(fp32, records, max_tokens=max_tokens, device=device)
+        fp32(records)
         paired_s = time.perf_counter() - start
         results["classify"].update({"fp32_items_s_without_context": round(n / alone_s, 2),
                                     "fp32_items_s_with_context": round(n / paired_s, 2),
                                     "context_cost": round(paired_s / alone_s, 2)})
     gflops = matmul_gflops(device)
-    flops = forward_flops(fp32.model, tokens, len(texts))
+    flops = forward_flops(fp32.loaded.model, tokens, len(texts))
     results["classify"].update({
         "tokens_s": round(tokens / median_seconds("ours"), 1), "matmul_gflops": round(gflops, 1),
         "share_of_matmul": round(flops / median_seconds("ours") / 1e9 / gflops, 3),
@@ -305,16 +310,16 @@ def run(n: int, device: str, use_int8: bool, rounds: int = 3) -> dict:
     # Linear cost: the same path at 4N.
     big = cycle(base_records, 4 * n)
     start = time.perf_counter()
-    classify_records(loaded, big, max_tokens=max_tokens, device=device)
+    classifier(big)
     results["classify"]["ours_items_s_4n"] = round(4 * n / (time.perf_counter() - start), 2)
 
-    summariser = modelfolder.load(s_folder, device, quantize=use_int8 and device == "cpu")
-    s_tokens = ModelCard.from_dict(summariser.card, s_folder).tokens(settings)
+    _ = summariser.loaded  # loaded before the timing, as the classifier was
     flagged = [{**r, "evidence": p["evidence"]} for r, p in zip(records, ours) if p["labels"]]
     with PeakMemory() as naive_s:
-        naive_briefs = [summarise_records(summariser, [r], batch_size=1, max_tokens=s_tokens, device=device)[0] for r in flagged]
+        naive_briefs = [summarise_records(summariser.loaded, [r], 1, summariser.max_tokens, device,
+                                          summariser.max_words)[0] for r in flagged]
     with PeakMemory() as ours_s:
-        ours_briefs = summarise_records(summariser, flagged, max_tokens=s_tokens, device=device)
+        ours_briefs = summariser(flagged)
     results["summarise"] = {
         "items": len(flagged), "naive_items_s": round(len(flagged) / naive_s.seconds, 2),
         "ours_items_s": round(len(flagged) / ours_s.seconds, 2),
@@ -333,11 +338,11 @@ def run(n: int, device: str, use_int8: bool, rounds: int = 3) -> dict:
 
     if (CORPUS / "dev60.gold.jsonl").is_file():
         from pipeline.evaluate import classifier_metrics
-        from pipeline.train import prepare, read_labelled
+        from pipeline.gold import prepare, read_labelled
 
         gold = [prepare(r) for r in read_labelled([CORPUS / "dev60.gold.jsonl"])]
         results["dev_macro_f1_fp32"] = classifier_metrics(fp32, gold)[0]["macro_f1"]
-        results["dev_macro_f1_int8"] = classifier_metrics(loaded, gold)[0]["macro_f1"] if use_int8 else None
+        results["dev_macro_f1_int8"] = classifier_metrics(classifier, gold)[0]["macro_f1"] if use_int8 else None
     return results
 
 

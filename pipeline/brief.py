@@ -2,6 +2,8 @@
 confidence, written as one self-contained HTML file, Markdown and JSON.
 
 Everything taken from minutes is data: the HTML template autoescapes every value.
+The rendering takes plain records; `write_brief` reads them from the store for the nightly run,
+`minutes brief` and `minutes send`.
 """
 
 from __future__ import annotations
@@ -19,11 +21,10 @@ from pipeline import store
 from pipeline.config import LABEL_TITLES, LABELS
 
 
-def briefing_data(db, items: list[dict], title: str, recipients: str, period: str) -> dict:
-    """Plain data for the templates: items with their latest prediction and summary."""
-    ids = [i["id"] for i in items]
-    predictions = store.latest_predictions(db, ids)
-    summaries = store.latest_summaries(db, ids)
+def briefing_data(items: list[dict], predictions: dict[int, dict], summaries: dict[int, dict],
+                  title: str, recipients: str, period: str) -> dict:
+    """Plain data for the templates: the items, each with its prediction and summary (by item
+    id; an item with no prediction is left out)."""
     flagged, unflagged = [], []
     for item in items:
         prediction = predictions.get(item["id"])
@@ -63,18 +64,17 @@ def _link(source: str) -> str:
     return Path(source).resolve().as_uri()
 
 
-def monthly_chart(db) -> str | None:
-    """Flagged items per label per month across the store, as a base64 PNG; None when the store
-    holds less than two months of dated data."""
+def monthly_chart(items: list[dict], predictions: dict[int, dict]) -> str | None:
+    """Flagged items per label per month among `items` (undated and superseded ones left out),
+    labelled by `predictions` (by item id), as a base64 PNG; None under two months of them."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    predictions = store.latest_predictions(db)
     counts: dict[str, Counter] = defaultdict(Counter)
     months = set()
-    for item in store.items_by_ids(db, predictions.keys()):
+    for item in items:
         month = (item["date"] or "")[:7]
         if not month or not item["is_current"]:
             continue
@@ -142,3 +142,15 @@ def write_briefing(data: dict, out_dir: Path, chart_png: str | None) -> dict[str
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(paths[key])  # a reader never sees half a briefing
     return paths
+
+
+# ---------------------------------------------------------------- the store's side
+def write_brief(db, settings, items: list[dict], period: str, out_dir: Path | None = None) -> dict[str, Path]:
+    """The briefing of `items` with their latest predictions and summaries, and the chart of
+    every item the store holds a prediction for, written to `out_dir` (default settings.out_dir)."""
+    ids = [i["id"] for i in items]
+    data = briefing_data(items, store.latest_predictions(db, ids), store.latest_summaries(db, ids),
+                         "Children's services briefing", settings.recipients_title, period)
+    every = store.latest_predictions(db)
+    chart = monthly_chart(store.items_by_ids(db, every.keys()), every)
+    return write_briefing(data, out_dir or settings.out_dir, chart)

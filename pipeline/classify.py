@@ -3,10 +3,12 @@ line), with the fine-tuned encoder; take each label's best passage as the item's
 passages above the label's threshold as its evidence.
 
 A function over batches of plain records ({"id", "title", "text"}), so any engine can run it.
+`classify_pending` is the store's side of it, for the nightly run and `minutes classify`.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -110,3 +112,29 @@ def classify_records(loaded, records: list[dict], batch_size: int = 32, max_toke
         out.append({"id": record["id"], **result})
     return out
 
+
+
+# ---------------------------------------------------------------- the store's side
+def classify_pending(db, classifier, run_id: int | None = None,
+                     on_items: Callable[[int, int], None] | None = None,
+                     reclassify_all: bool = False) -> int:
+    """Classify the stored current items that `classifier` (a `stages.Classifier`) has not
+    labelled yet, `store_batch` at a time, each batch committed with the run's id; returns how
+    many. Its weights load only when there is something to classify."""
+    from pipeline import store
+
+    settings = classifier.settings
+    version = classifier.version
+    pending = store.items(db) if reclassify_all else store.items_without_predictions(db, version)
+    done = 0
+    for start in range(0, len(pending), settings.store_batch):
+        batch = pending[start:start + settings.store_batch]
+        rows = [{**p, "item_id": p["id"]} for p in classifier(batch)]
+        if reclassify_all:
+            store.delete_predictions(db, [r["item_id"] for r in rows], version)
+        store.save_predictions(db, rows, version, run_id)
+        done += len(batch)
+        time.sleep(settings.pause_between_batches_s)
+        if on_items:
+            on_items(done, len(pending))
+    return done

@@ -372,7 +372,8 @@ def fetch_moderngov_command(
 def _training_rows(settings: Settings, label_files: list[Path] | None, use_store_labels: bool):
     """(training rows, validation rows, source names): the project's labelled data, any extra
     files, and labels imported into the store."""
-    from pipeline.train import DataError, labelled_data, read_labelled
+    from pipeline.gold import read_labelled
+    from pipeline.train import labelled_data
 
     try:
         rows, validation, names = labelled_data(settings.labelled_dir)
@@ -473,15 +474,18 @@ def classify(
 
     Example: minutes classify --db data/minutes.db
     """
-    from pipeline.nightly import classify_pending
+    from pipeline.classify import classify_pending
+    from pipeline.stages import Classifier
 
     settings = settings_from(config, db=db, model=model, quantize=quantize)
     database = open_store(settings)
     with user_errors():
+        classifier = Classifier.promoted(settings)
+        version = classifier.version
         with progress_bar() as bar:
             task = bar.add_task("classifying", total=None)
-            done, version = classify_pending(
-                database, settings, reclassify_all=reclassify_all,
+            done = classify_pending(
+                database, classifier, reclassify_all=reclassify_all,
                 on_items=lambda d, t: bar.update(task, completed=d, total=t),
             )
     flagged = sum(1 for p in store.predictions_for(database, version).values() if p["labels"])
@@ -500,15 +504,18 @@ def summarise(
 
     Example: minutes summarise --db data/minutes.db
     """
-    from pipeline.nightly import classifier_version, summarise_pending
+    from pipeline.stages import Classifier, Summariser
+    from pipeline.summarise import summarise_pending
 
     settings = settings_from(config, db=db, model=model, summariser_model=summariser_model)
     database = open_store(settings)
     with user_errors():
-        version = classifier_version(settings)
+        # The classifier's version only (its weights are not loaded): whose flags to brief.
+        version = Classifier.promoted(settings).version
+        summariser = Summariser.promoted(settings)
         with progress_bar() as bar:
             task = bar.add_task("summarising", total=None)
-            done = summarise_pending(database, settings, version,
+            done = summarise_pending(database, summariser, version,
                                      on_items=lambda d, t: bar.update(task, completed=d, total=t))
     console.print(f"summarised {done} flagged items in {settings.db}")
 
@@ -532,10 +539,10 @@ def predict(
     """
     import re
 
+    from pipeline.gold import prepare
     from pipeline.labelling import decoded_lines, kind_of, not_utf8
     from pipeline.passages import item_passages
     from pipeline.stages import Classifier, Summariser
-    from pipeline.train import prepare
 
     settings = settings_from(config, model=model)
     records, bad = [], 0
@@ -710,7 +717,7 @@ def brief(
 
     Example: minutes brief --since 2025-01-01 --out data/briefings
     """
-    from pipeline.nightly import write_brief
+    from pipeline.brief import write_brief
 
     settings = settings_from(config, db=db, out_dir=out_dir)
     database = open_store(settings)

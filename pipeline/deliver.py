@@ -131,7 +131,7 @@ def deliver_nightly(db, settings: Settings, run_id: int, paths: dict[str, Path] 
 def resend_run(db, settings: Settings, run_id: int) -> dict:
     """Send a run's briefing again, rebuilt from the items that run briefed (later runs have
     overwritten the files in out_dir). DeliveryError when it cannot be."""
-    from pipeline.nightly import write_brief
+    from pipeline.brief import write_brief
 
     if settings.delivery is None:
         raise DeliveryError("delivery is not configured: add a [delivery] table to the config file "

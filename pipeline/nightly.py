@@ -1,19 +1,21 @@
 """The overnight run: ingest -> classify -> summarise -> brief, with a lock, a run record, and
 batches committed one at a time so a killed run is finished, exactly once, by the next.
 
-Each stage is also a function the CLI calls on its own (`minutes classify`, `minutes summarise`).
+Only the order lives here: each stage's store-facing runner lives in its stage's module
+(`ingest.ingest_paths`, `classify.classify_pending`, `summarise.summarise_pending`,
+`brief.write_brief`), which the CLI also calls on its own (`minutes classify`, ...), with the
+models as the stage objects of `pipeline.stages`.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline import modelfolder, store
+from pipeline import store
 from pipeline.config import Settings
 
 EXIT_OK, EXIT_FAILED_INPUTS, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 75
@@ -67,82 +69,6 @@ class RunLock:
         self.handle.close()
 
 
-def _chunks(rows: list, size: int):
-    for start in range(0, len(rows), size):
-        yield rows[start:start + size]
-
-
-def classifier_version(settings: Settings) -> str:
-    """The version predictions are stored under: the promoted (or given) model, +int8 when
-    quantised, since quantised scores differ."""
-    folder = modelfolder.resolve(settings.models_dir, "classifier", settings.model)
-    return modelfolder.read_card(folder)["version"] + ("+int8" if settings.quantize else "")
-
-
-def classify_pending(db, settings: Settings, run_id: int | None = None,
-                     on_items: Callable[[int, int], None] | None = None,
-                     reclassify_all: bool = False) -> tuple[int, str]:
-    """Classify current items the model has not labelled yet; returns (count, model version).
-    The model is loaded only when there is something to classify."""
-    from pipeline.classify import classify_records
-
-    version = classifier_version(settings)
-    pending = store.items(db) if reclassify_all else store.items_without_predictions(db, version)
-    if not pending:
-        return 0, version
-    folder = modelfolder.resolve(settings.models_dir, "classifier", settings.model)
-    loaded = modelfolder.load(folder, settings.device, settings.quantize, settings.threads,
-                              settings.thresholds)
-    done = 0
-    for batch in _chunks(pending, settings.store_batch):
-        predictions = classify_records(
-            loaded, batch, settings.batch_size, loaded.card.get("max_tokens", settings.max_passage_tokens),
-            settings.device, settings.evidence_per_label,
-        )
-        rows = [{**p, "item_id": p["id"]} for p in predictions]
-        if reclassify_all:
-            store.delete_predictions(db, [r["item_id"] for r in rows], version)
-        store.save_predictions(db, rows, version, run_id)
-        done += len(batch)
-        time.sleep(settings.pause_between_batches_s)
-        if on_items:
-            on_items(done, len(pending))
-    return done, version
-
-
-def summarise_pending(db, settings: Settings, classifier_version: str, run_id: int | None = None,
-                      on_items: Callable[[int, int], None] | None = None) -> int:
-    """Write briefings for flagged items that have none from the current summariser. The model
-    is loaded only when there is something to summarise."""
-    from pipeline.summarise import summarise_records
-
-    folder = modelfolder.resolve(settings.models_dir, "summariser", settings.summariser_model)
-    pending = store.flagged_items_without_summary(db, classifier_version,
-                                                  modelfolder.read_card(folder)["version"])
-    if not pending:
-        return 0
-    loaded = modelfolder.load(folder, settings.device, settings.quantize, settings.threads)
-    done = 0
-    for batch in _chunks(pending, settings.store_batch):
-        summaries = summarise_records(
-            loaded, batch, settings.batch_size, loaded.card.get("max_tokens", settings.max_passage_tokens),
-            settings.device, settings.briefing_max_words,
-        )
-        store.save_summaries(db, [{**s, "item_id": s["id"]} for s in summaries], loaded.version, run_id)
-        done += len(batch)
-        time.sleep(settings.pause_between_batches_s)
-        if on_items:
-            on_items(done, len(pending))
-    return done
-
-
-def write_brief(db, settings: Settings, items: list[dict], period: str, out_dir: Path | None = None):
-    from pipeline.brief import briefing_data, monthly_chart, write_briefing
-
-    data = briefing_data(db, items, "Children's services briefing", settings.recipients_title, period)
-    return write_briefing(data, out_dir or settings.out_dir, monthly_chart(db))
-
-
 @dataclass
 class NightlyResult:
     run_id: int
@@ -177,14 +103,19 @@ class NightlyResult:
 def run_nightly(settings: Settings, on_error: Callable[[str, str], None] | None = None,
                 on_stage: Callable[[str, int, int], None] | None = None) -> NightlyResult:
     """One overnight run under the lock. Raises Locked when another run holds it."""
+    from pipeline.brief import write_brief
+    from pipeline.classify import classify_pending
     from pipeline.ingest import ingest_paths, limits_from
+    from pipeline.stages import Classifier, Summariser
+    from pipeline.summarise import summarise_pending
 
     with RunLock(settings.db) as lock:
         db = store.connect(settings.db)
         interrupted = store.mark_interrupted_runs(db)
-        # Fail before ingesting anything when a model is missing.
-        classifier_version(settings)
-        modelfolder.resolve(settings.models_dir, "summariser", settings.summariser_model)
+        # Fail before ingesting anything when a model is missing or its card is wrong; the
+        # weights load only when there is something to classify or summarise.
+        classifier = Classifier.promoted(settings)
+        summariser = Summariser.promoted(settings)
         previous = store.last_successful_run(db)
         run_id = store.start_run(db, None)
         result = NightlyResult(run_id, stale_lock_cleared=lock.stale_pid, interrupted_runs=interrupted)
@@ -208,11 +139,13 @@ def run_nightly(settings: Settings, on_error: Callable[[str, str], None] | None 
                     report = fetch_moderngov(db, settings, source, on_error=on_error)
                 result.items_new += report.items_new
                 result.failed += report.failed
-            result.items_classified, result.model_version = classify_pending(
-                db, settings, run_id, (lambda d, t: on_stage("classifying", d, t)) if on_stage else None,
+            result.items_classified = classify_pending(
+                db, classifier, run_id, (lambda d, t: on_stage("classifying", d, t)) if on_stage else None,
             )
+            result.model_version = classifier.version
+            # Each flagged item is briefed from the classifier's evidence stored with its labels.
             result.items_summarised = summarise_pending(
-                db, settings, result.model_version, run_id,
+                db, summariser, classifier.version, run_id,
                 (lambda d, t: on_stage("summarising", d, t)) if on_stage else None,
             )
             items = store.items_to_brief(db, result.model_version)

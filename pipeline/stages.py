@@ -1,14 +1,19 @@
 """The model stages as objects that load once: a classifier and a summariser made from a model
 folder, each a callable over a batch of plain records, every run setting from the card or Settings.
 
-One object serves `minutes backfill` (both engines), `predict`, the bench and a Ray actor alike, so
-each runs the model as production does: `max_tokens` from the card, device, threads, int8 and batch
-size from `Settings`. The functions they call (`classify_records`, `summarise_records`) stay pure.
+One object serves the nightly run, `classify`, `summarise`, `predict`, `evaluate`, the promotion
+gate, `minutes backfill` (both engines), the bench and a Ray actor alike, so each runs the model as
+production does: `max_tokens` from the card, device, threads, int8 and batch size from `Settings`,
+and the summariser fed the classifier's evidence. The card is read (and its labels checked) when
+the object is made; the weights load on first use, once, so a run with nothing to do loads
+nothing. The functions they call (`classify_records`, `summarise_records`) stay pure.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import copy
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
 from pipeline import modelfolder
@@ -75,10 +80,13 @@ class Classifier:
         self.card = ModelCard.read(self.folder)
         if self.card.kind != "classifier":
             raise modelfolder.ModelError(f"{self.folder}: a {self.card.kind} model, not a classifier")
-        self.loaded = modelfolder.load(self.folder, settings.device, settings.quantize, settings.threads,
-                                       settings.thresholds)
         self.version = classifier_version(self.card, settings)
         self.max_tokens = self.card.tokens(settings)
+
+    @cached_property
+    def loaded(self) -> modelfolder.LoadedModel:
+        return modelfolder.load(self.folder, self.settings.device, self.settings.quantize,
+                                self.settings.threads, self.settings.thresholds)
 
     @classmethod
     def promoted(cls, settings: Settings) -> "Classifier":
@@ -88,6 +96,17 @@ class Classifier:
     @property
     def thresholds(self) -> dict[str, float]:
         return self.loaded.card["thresholds"]  # the card's, with Settings' overrides applied by load
+
+    def fp32(self) -> "Classifier":
+        """The same classifier on fp32 weights: itself, or, when int8, the fp32 weights int8
+        keeps for close calls (not loaded again), under the fp32 version."""
+        if not self.settings.quantize:
+            return self
+        twin = copy.copy(self)
+        twin.settings = replace(self.settings, quantize=False)
+        twin.version = classifier_version(self.card, twin.settings)
+        twin.__dict__["loaded"] = self.loaded.fp32()
+        return twin
 
     def __call__(self, records: list[dict]) -> list[dict]:
         from pipeline.classify import classify_records
@@ -109,7 +128,6 @@ class Summariser:
         self.card = ModelCard.read(self.folder)
         if self.card.kind != "summariser":
             raise modelfolder.ModelError(f"{self.folder}: a {self.card.kind} model, not a summariser")
-        self.loaded = modelfolder.load(self.folder, settings.device, settings.quantize, settings.threads)
         self.version = self.card.version
         self.max_tokens = self.card.tokens(settings)
         self.max_words = max_words or settings.briefing_max_words
@@ -118,6 +136,10 @@ class Summariser:
     def promoted(cls, settings: Settings) -> "Summariser":
         """The folder `--summariser` names, else the promoted summariser."""
         return cls(modelfolder.resolve(settings.models_dir, "summariser", settings.summariser_model), settings)
+
+    @cached_property
+    def loaded(self) -> modelfolder.LoadedModel:
+        return modelfolder.load(self.folder, self.settings.device, self.settings.quantize, self.settings.threads)
 
     def __call__(self, records: list[dict]) -> list[dict]:
         from pipeline.summarise import summarise_records

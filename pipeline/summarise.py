@@ -6,17 +6,19 @@ happened; page furniture, lead-ins and asides deleted. Nothing is ever added.
 Every number, date and named body in a briefing must appear in the item; a briefing that fails
 that check is replaced by a safer one (the item's own best sentence, cut to fit).
 The defects a director should never read are functions here too (`briefing_defects`), so tests
-and measurements look for the same thing the selection avoids.
+and measurements look for the same thing the selection avoids. `summarise_pending` is the store's
+side, for the nightly run and `minutes summarise`.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 
 import numpy as np
 
-from pipeline.evaluate import unsupported_facts
+from pipeline.faithfulness import unsupported_facts
 from pipeline.ingest.split import clean_title
 from pipeline.passages import abbreviate, acronyms_defined, item_passages, normalise_for_match
 
@@ -421,37 +423,24 @@ def summarise_records(loaded, records: list[dict], batch_size: int = 32, max_tok
     return out
 
 
-# ---------------------------------------------------------------- training targets
-def greedy_oracle(passages: list[str], reference: str, max_words: int,
-                  metrics: tuple[str, ...] = ("rouge1", "rouge2")) -> list[int]:
-    """Indices, in order, of the passages a greedy oracle picks: add the passage that most raises
-    ROUGE (the sum of `metrics`) against the reference, while it rises and fits `max_words`."""
-    from rouge_score import rouge_scorer
+# ---------------------------------------------------------------- the store's side
+def summarise_pending(db, summariser, classifier_version: str, run_id: int | None = None,
+                      on_items: Callable[[int, int], None] | None = None) -> int:
+    """Brief the stored items that the classifier of `classifier_version` flagged and
+    `summariser` (a `stages.Summariser`) has not briefed, each from that classifier's stored
+    evidence, `store_batch` at a time; returns how many. Its weights load only when there is
+    something to brief."""
+    from pipeline import store
 
-    scorer = rouge_scorer.RougeScorer(list(metrics), use_stemmer=True)
-    lengths = [len(p.split()) for p in passages]
-    chosen: list[int] = []
-    best = 0.0
-    while True:
-        used = sum(lengths[j] for j in chosen)
-        candidates = []
-        for i in range(len(passages)):
-            if i in chosen or used + lengths[i] > max_words:
-                continue
-            result = scorer.score(reference, " ".join(passages[j] for j in sorted(chosen + [i])))
-            candidates.append((sum(result[m].fmeasure for m in metrics), i))
-        if not candidates:
-            break
-        score, i = max(candidates)
-        if score <= best + 1e-4:
-            break
-        chosen.append(i)
-        best = score
-    return sorted(chosen)
-
-
-def oracle_targets(passages: list[str], briefing: str, max_words: int = 60) -> list[float]:
-    """The scorer's training targets: 1 for the passages the greedy oracle picks against the
-    reference briefing (with a little room over the limit), 0 for the rest."""
-    chosen = set(greedy_oracle([compress(p) for p in passages], briefing, int(max_words * 1.3)))
-    return [1.0 if i in chosen else 0.0 for i in range(len(passages))]
+    settings = summariser.settings
+    pending = store.flagged_items_without_summary(db, classifier_version, summariser.version)
+    done = 0
+    for start in range(0, len(pending), settings.store_batch):
+        batch = pending[start:start + settings.store_batch]
+        summaries = summariser(batch)
+        store.save_summaries(db, [{**s, "item_id": s["id"]} for s in summaries], summariser.version, run_id)
+        done += len(batch)
+        time.sleep(settings.pause_between_batches_s)
+        if on_items:
+            on_items(done, len(pending))
+    return done

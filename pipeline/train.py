@@ -12,7 +12,7 @@ import hashlib
 import json
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,8 +21,7 @@ import numpy as np
 
 from pipeline import modelfolder
 from pipeline.config import LABELS, DataError
-from pipeline.ingest.readers import normalise
-from pipeline.ingest.split import is_procedural, split_document
+from pipeline.gold import prepare, read_labelled
 from pipeline.passages import item_context, item_passages, overlaps
 
 # What a classifier trained with context reads with each passage; recorded on its card.
@@ -65,33 +64,26 @@ class TrainingArguments:
     # caseloads has more sentences about caseloads than that. Counting them as negatives taught
     # the model to doubt the very sentences it should flag.
     mask_unquoted_in_positive_items: bool = True
+    # ... but not wholly: a passage's context is shared by all the item's passages, and with
+    # every unquoted passage left out the model learnt to flag an item from its context alone
+    # (every sentence of an item whose purpose line named a notice scored 1.0 for it, and
+    # "caseloads remained an issue" near 0 for workforce). At this weight an unquoted passage
+    # still counts as a weak negative, so the passage itself must carry the flag.
+    unquoted_weight: float = 0.25
+    # Share of passages read without their context in each epoch (drawn afresh). Every passage
+    # of an item shares one context, so the model can learn an item's labels from its title and
+    # purpose line and then score every sentence alike: all 0.00 in a "strategy" item that
+    # names recruitment difficulties. Read alone half the time, the passage must carry the flag
+    # and the context can only shift it.
+    context_dropout: float = 0.5
+    # `negative_share` thins the composed items' negatives only: a whole item's unlabelled
+    # passages (written by hand, or an analyst's imported labels) are where the near misses are
+    # (the adult care inspection, the planned ILACS), and a random 30% of them left most near
+    # misses unseen in a given epoch.
+    keep_whole_item_negatives: bool = True
 
 
 # ---------------------------------------------------------------- data
-def read_labelled(paths: Iterable[Path]) -> list[dict]:
-    """Gold-format JSON Lines files (labelling guide) -> rows; folders are read for *.jsonl."""
-    rows = []
-    for path in paths:
-        path = Path(path)
-        files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
-        for file in files:
-            for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{file}:{number}: not JSON ({exc.msg})") from None
-                if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-                    raise DataError(f"{file}:{number}: needs a 'text' string")
-                unknown = set(row.get("labels") or []) - set(LABELS)
-                if unknown:
-                    raise DataError(f"{file}:{number}: unknown label(s) {sorted(unknown)}")
-                row.setdefault("id", f"{file.stem}-{number}")
-                rows.append(row)
-    return rows
-
-
 # One written item in this many goes to validation (by a hash of its id, so the split does not
 # move when items are added): thresholds are chosen on items like real minutes, not templates.
 WRITTEN_VALIDATION_EVERY = 5
@@ -123,26 +115,6 @@ def labelled_data(labelled_dir: Path) -> tuple[list[dict], list[dict], list[str]
     return training, validation, names
 
 
-def prepare(row: dict) -> dict:
-    """A gold row's text as ingest would store it: page furniture removed, title found.
-
-    A row that names its title is one item with that title: a heading the splitter finds in
-    its text (a scraped page's "Issue details", or the previous item's "Minutes of the
-    previous meeting") neither renames it nor makes it procedural."""
-    parsed = split_document(normalise(row["text"]))
-    parts = parsed["items"]
-    if len(parts) == 1:
-        found_title, text = parts[0]["title"], parts[0]["text"]
-    else:
-        found_title, text = None, "\n\n".join(p["text"] for p in parts)
-    title = row.get("title") or found_title
-    resolutions = "\n".join(p["resolutions"] for p in parts if p.get("resolutions")) or None
-    purpose = row.get("purpose") or (parts[0].get("purpose") if len(parts) == 1 else None)
-    return {**row, "title": title, "text": text, "raw_text": row["text"],
-            "purpose": purpose, "committee": row.get("committee") or row.get("meeting"),
-            "resolutions": resolutions, "is_procedural": is_procedural(title)}
-
-
 def passage_targets(row: dict) -> list[tuple[str, list[float]]]:
     """Each passage of a labelled item with its three targets (1 where it matches the item's
     evidence for that label). The title is left out unless quoted as evidence: a title names a
@@ -161,12 +133,17 @@ def passage_targets(row: dict) -> list[tuple[str, list[float]]]:
     return out
 
 
-def passage_weights(row: dict, targets: list[list[float]]) -> list[list[float]]:
-    """Loss weights for `passage_targets(row)`: 0 where the item carries a label that the
-    passage is not quoted for (unknown), 1 elsewhere."""
+def passage_weights(row: dict, targets: list[list[float]], unquoted: float = 0.0) -> list[list[float]]:
+    """Loss weights for `passage_targets(row)`: `unquoted` where the item carries a label that
+    the passage is not quoted for (a negative we are unsure of), 1 elsewhere."""
     labelled = [label in (row.get("labels") or []) for label in LABELS]
-    return [[0.0 if is_labelled and not t else 1.0 for is_labelled, t in zip(labelled, target)]
+    return [[unquoted if is_labelled and not t else 1.0 for is_labelled, t in zip(labelled, target)]
             for target in targets]
+
+
+def is_composed(row: dict) -> bool:
+    """A training item made by data/labelled/compose.py from sentence banks, not a whole item."""
+    return str(row.get("source", "")).endswith("compose.py")
 
 
 def data_hash(rows: list[dict]) -> str:
@@ -196,9 +173,9 @@ def set_seed(seed: int) -> None:
 
 
 def epoch_batches(lengths: list[int], is_negative: np.ndarray, args: TrainingArguments,
-                  generator) -> list[list[int]]:
-    """One epoch's batches: the positives and a fresh `negative_share` of the negatives,
-    shuffled, then sorted by length within windows of 50 batches (little padding, and each
+                  generator, thinned: np.ndarray | None = None) -> list[list[int]]:
+    """One epoch's batches: the positives and a fresh `negative_share` of the negatives that
+    may be thinned (`thinned`, default all), shuffled, then sorted by length within windows of 50 batches (little padding, and each
     batch still a random draw), the batches themselves in random order."""
     import torch
 
@@ -206,7 +183,8 @@ def epoch_batches(lengths: list[int], is_negative: np.ndarray, args: TrainingArg
     order = torch.randperm(n, generator=generator).tolist()
     if args.negative_share < 1.0:
         draw = torch.rand(n, generator=generator).numpy()
-        order = [i for i in order if not is_negative[i] or draw[i] < args.negative_share]
+        may_drop = is_negative if thinned is None else is_negative & thinned
+        order = [i for i in order if not may_drop[i] or draw[i] < args.negative_share]
     window = args.batch_size * 50
     batches = []
     for start in range(0, len(order), window):
@@ -226,10 +204,12 @@ def summariser_arguments(**overrides) -> TrainingArguments:
 
 def fine_tune(base: Path, texts: list[str], targets: np.ndarray, args: TrainingArguments,
               id2label: dict[int, str], on_step: Callable[[int, int, float], None] | None = None,
-              contexts: list[str] | None = None, weights: np.ndarray | None = None):
+              contexts: list[str] | None = None, weights: np.ndarray | None = None,
+              thinned: np.ndarray | None = None):
     """Fine-tune `base` on (text, target vector) pairs with BCE, each text read with its
     context when `contexts` is given, each target weighted by `weights` (same shape; 0 leaves
-    it out of the loss); returns (model, tokenizer)."""
+    it out of the loss); `thinned` marks the negatives `negative_share` may leave out of an
+    epoch (default: all). Returns (model, tokenizer)."""
     import torch
     from transformers import (
         AutoModelForSequenceClassification,
@@ -256,6 +236,8 @@ def fine_tune(base: Path, texts: list[str], targets: np.ndarray, args: TrainingA
 
     encoded = encode(tokenizer, texts, args.max_tokens, contexts)  # once, for every epoch
     lengths = [len(ids) for ids in encoded["input_ids"]]
+    dropout = args.context_dropout if contexts is not None else 0.0
+    alone = encode(tokenizer, texts, args.max_tokens, None) if dropout else None
     # At least the top layer always trains (a 2-layer test model freezes one).
     frozen = min(args.frozen_layers, len(_layers(model)) - 1) if _layers(model) is not None else 0
     cached = None
@@ -265,10 +247,12 @@ def fine_tune(base: Path, texts: list[str], targets: np.ndarray, args: TrainingA
         for layer in _layers(model)[:frozen]:
             layer.requires_grad_(False)
         cached = lower_states(model, tokenizer, encoded, frozen)
+        cached_alone = lower_states(model, tokenizer, alone, frozen) if dropout else None
     targets_t = torch.tensor(targets, dtype=torch.float32)
     weights_t = torch.ones_like(targets_t) if weights is None else torch.tensor(weights, dtype=torch.float32)
     is_negative = targets.sum(axis=1) == 0
-    kept = int((~is_negative).sum() + args.negative_share * is_negative.sum())
+    may_drop = is_negative if thinned is None else is_negative & thinned
+    kept = int(len(targets) - (1 - args.negative_share) * may_drop.sum())
     steps_per_epoch = (kept + args.batch_size - 1) // args.batch_size
     total = steps_per_epoch * args.epochs
     no_decay = ("bias", "LayerNorm.weight")
@@ -293,11 +277,15 @@ def fine_tune(base: Path, texts: list[str], targets: np.ndarray, args: TrainingA
     generator = torch.Generator().manual_seed(args.seed)
     step = 0
     for _ in range(args.epochs):
-        for chunk in epoch_batches(lengths, is_negative, args, generator):
+        for chunk in epoch_batches(lengths, is_negative, args, generator, thinned):
+            read_alone = (torch.rand(len(chunk), generator=generator) < dropout).tolist() if dropout \
+                else [False] * len(chunk)
             if cached is not None:
-                logits = upper_logits(model, [cached[i] for i in chunk], frozen)
+                logits = upper_logits(model, [(cached_alone if a else cached)[i]
+                                              for i, a in zip(chunk, read_alone)], frozen)
             else:
-                features = [{k: encoded[k][i] for k in encoded.keys()} for i in chunk]
+                features = [{k: (alone if a else encoded)[k][i] for k in encoded.keys()}
+                            for i, a in zip(chunk, read_alone)]
                 logits = model(**tokenizer.pad(features, return_tensors="pt")).logits
             w = weights_t[chunk]
             loss = (loss_fn(logits, targets_t[chunk]) * w).sum() / w.sum().clamp(min=1.0)
@@ -447,7 +435,7 @@ def train_classifier(
     Validation items are `validation_rows` when given (wording held out from training), else a
     share of `rows` split off by the seed."""
     from pipeline.classify import classify_records
-    from pipeline.evaluate import label_metrics
+    from pipeline.metrics import label_metrics
 
     args = args or TrainingArguments()
     base = Path(base) if base else modelfolder.packaged_base_model()
@@ -457,11 +445,13 @@ def train_classifier(
         train_rows, val_rows = prepared, [prepare(r) for r in validation_rows]
     else:
         train_rows, val_rows = split_rows(prepared, args.validation_share, args.seed)
-    pairs, weights = [], []
+    pairs, weights, thinned = [], [], []
     for row in train_rows:
         row_pairs = passage_targets(row)
         pairs += [(item_context(row), *p) for p in row_pairs]
-        weights += (passage_weights(row, [t for _, t in row_pairs]) if args.mask_unquoted_in_positive_items
+        thinned += [is_composed(row) or not args.keep_whole_item_negatives] * len(row_pairs)
+        weights += (passage_weights(row, [t for _, t in row_pairs], args.unquoted_weight)
+                    if args.mask_unquoted_in_positive_items
                     else [[1.0] * len(LABELS)] * len(row_pairs))
     if not pairs:
         raise DataError("no training passages: the labelled files are empty")
@@ -470,7 +460,7 @@ def train_classifier(
     targets = np.array([p[2] for p in pairs], dtype=np.float32)
     model, tokenizer = fine_tune(base, texts, targets, args,
                                  {i: label for i, label in enumerate(LABELS)}, on_step, contexts,
-                                 np.array(weights, dtype=np.float32))
+                                 np.array(weights, dtype=np.float32), np.array(thinned, dtype=bool))
     context_card = CONTEXT_SCHEME if args.context else None
     loaded = modelfolder.LoadedModel(Path("."), {"thresholds": {l: 0.5 for l in LABELS},
                                                  "context": context_card}, tokenizer, model)
@@ -525,8 +515,9 @@ def train_summariser(
 ) -> Path:
     """Fine-tune a sentence scorer on oracle targets from the reference briefings of flagged
     labelled items; report ROUGE on the held-out split; save a model folder."""
-    from pipeline.evaluate import briefing_metrics
-    from pipeline.summarise import body_passages, oracle_targets, summarise_records
+    from pipeline.metrics import briefing_metrics
+    from pipeline.oracle import oracle_targets
+    from pipeline.summarise import body_passages, summarise_records
 
     args = dataclasses.replace(args or summariser_arguments(), context=False)
     base = Path(base) if base else modelfolder.packaged_base_model()

@@ -13,14 +13,13 @@ from pipeline import modelfolder, store
 from pipeline.classify import aggregate, classify_records
 from pipeline.cli import app
 from pipeline.config import LABELS
+from pipeline.gold import prepare, read_labelled
 from pipeline.passages import item_passages
 from pipeline.train import (
     TrainingArguments,
     choose_thresholds,
     passage_targets,
     passage_weights,
-    prepare,
-    read_labelled,
     train_classifier,
 )
 
@@ -63,8 +62,52 @@ def test_unquoted_passages_of_a_labelled_item_are_unknown_for_that_label_only():
     assert weights["Caseloads had risen to 27 per social worker."] == [1.0, 1.0, 1.0]
     assert weights["Agency staff filled 30 posts."] == [1.0, 1.0, 0.0]
     assert weights["The meeting opened."] == [1.0, 1.0, 0.0]
+    # As training runs them: weak negatives, at the card's weight.
+    weak = passage_weights(row, [t for _, t in pairs], TrainingArguments().unquoted_weight)
+    assert {tuple(w) for w in weak} == {(1.0, 1.0, 1.0), (1.0, 1.0, 0.25)}
     unlabelled = {**row, "labels": [], "evidence": {}}
     assert all(w == [1.0, 1.0, 1.0] for w in passage_weights(unlabelled, [t for _, t in passage_targets(unlabelled)]))
+
+
+def test_whole_items_negatives_are_in_every_epoch_and_composed_ones_thinned():
+    import torch
+
+    from pipeline.train import epoch_batches, is_composed
+
+    assert is_composed({"source": "data/labelled/compose.py"}) and not is_composed({"source": "data/labelled/written"})
+    n = 400
+    is_negative = np.ones(n, dtype=bool)
+    is_negative[:20] = False
+    thinned = np.zeros(n, dtype=bool)
+    thinned[200:] = True  # composed passages
+    args = TrainingArguments(batch_size=16, negative_share=0.3)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        seen = {i for batch in epoch_batches([10] * n, is_negative, args, generator, thinned) for i in batch}
+        assert set(range(200)) <= seen  # every positive and every whole item's negative
+        assert 30 < len(seen & set(range(200, n))) < 100  # about 30% of the composed negatives
+
+
+def test_context_dropout_reads_some_passages_alone(tiny_base, monkeypatch):
+    from pipeline import train
+
+    lengths_seen: list[int] = []
+    real = train.upper_logits
+
+    def recording(model, states, frozen):
+        lengths_seen.extend(len(s) for s in states)
+        return real(model, states, frozen)
+
+    monkeypatch.setattr(train, "upper_logits", recording)
+    texts = ["Caseloads had risen to 27 per social worker."] * 8
+    contexts = ["Children's Scrutiny | Social work caseloads | To receive an update on caseloads"] * 8
+    targets = np.array([[0, 0, 1]] * 8, dtype=np.float32)
+    args = TrainingArguments(epochs=4, batch_size=8, context_dropout=0.5)
+    train.fine_tune(tiny_base, texts, targets, args, dict(enumerate(LABELS)), contexts=contexts)
+    # The pair is longer than the passage alone: both were read, about half and half.
+    assert len(set(lengths_seen)) == 2
+    short = min(lengths_seen)
+    assert 8 <= sum(n == short for n in lengths_seen) <= 24
 
 
 def test_thresholds_stay_near_half_unless_validation_clearly_says_otherwise():

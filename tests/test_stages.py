@@ -17,7 +17,7 @@ from pipeline.cli import app
 from pipeline.config import LABELS, Settings
 from pipeline.stages import Classifier, ModelCard, Summariser
 
-from .conftest import SAMPLES
+from .conftest import SAMPLES, composed_rows
 
 runner = CliRunner()
 
@@ -122,3 +122,39 @@ def test_a_head_with_another_width_than_its_card_is_refused(tiny_models, tmp_pat
                                                        "thresholds": {label: 0.5 for label in LABELS}}))
     with pytest.raises(modelfolder.ModelError, match="head has 1 outputs but its minutes_model.json names 3"):
         modelfolder.load(folder)
+
+
+def test_promotion_scores_models_as_evaluate_does(models_dir, tmp_path):
+    """The promotion gate and `evaluate` run the same stage objects on the same gold file: the
+    same max_tokens (the card's) and the same wiring (the classifier's evidence goes to the
+    summariser), so the figures agree exactly."""
+    from pipeline.evaluate import compare_for_promotion, evaluate_gold, gold_briefings
+    from pipeline.gold import prepare, read_gold
+    from pipeline.metrics import briefing_metrics
+
+    summariser_folder = modelfolder.promoted_folder(models_dir, "summariser")
+    card = json.loads((summariser_folder / modelfolder.CARD).read_text())
+    # Shorter than the 128 tokens once hard-coded where the card went unread: a gate that
+    # still cut at 128 would score other briefings than `evaluate` does.
+    (summariser_folder / modelfolder.CARD).write_text(json.dumps({**card, "max_tokens": 24}))
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text("".join(json.dumps(r) + "\n" for r in composed_rows(24, offset=200)))
+    settings = Settings(models_dir=models_dir, thresholds={label: 0.3 for label in LABELS})
+    report = evaluate_gold(settings, gold, composed_rows(40))
+    classifier_version = modelfolder.promoted_folder(models_dir, "classifier").name
+    by_labels = compare_for_promotion(settings, "classifier", classifier_version, gold)
+    by_briefings = compare_for_promotion(settings, "summariser", summariser_folder.name, gold)
+    assert by_labels["candidate"] == report["model"]["macro_f1"]
+    assert by_briefings["candidate"] == by_briefings["current"] == report["briefings"]["model"]["rougeL"]
+
+    # Equal because the wiring is the same, not because any wiring scores alike on these items.
+    rows = [prepare(r) for r in read_gold(gold)]
+    predictions = Classifier.promoted(settings)(rows)
+    assert any(p["evidence"] for p in predictions)
+    summariser = Summariser(summariser_folder, settings)
+    without_evidence = briefing_metrics(*gold_briefings(summariser, rows, [{**p, "evidence": {}} for p in predictions]))
+    at_128 = Summariser(summariser_folder, settings)
+    at_128.max_tokens = 128
+    uncut = briefing_metrics(*gold_briefings(at_128, rows, predictions))
+    assert report["briefings"]["model"]["rougeL"] not in (without_evidence["rougeL"], uncut["rougeL"])
+

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from pipeline import store
 from pipeline.cli import app
-from pipeline.evaluate import unsupported_facts
+from pipeline.faithfulness import unsupported_facts
 from pipeline.passages import acronyms_defined
 from pipeline.summarise import compress, cut_to_words, select, summarise_record
 

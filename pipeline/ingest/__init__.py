@@ -1,5 +1,7 @@
 """Ingest: files, folders or fetched pages -> documents and items in the store.
 
+`parse_source` is the pure part: one document's bytes -> its document record and item records,
+no store (a backfill runs it anywhere). `ingest_bytes` and `ingest_paths` add the store's side.
 Idempotent by content hash; one bad input is one `path: reason` line and never stops the rest.
 """
 
@@ -34,7 +36,7 @@ from pipeline.ingest.readers import (
 from pipeline.ingest.split import split_document
 
 __all__ = ["DEFAULT_LIMITS", "IngestReport", "InputError", "Limits", "expand_paths", "ingest_bytes",
-           "ingest_paths", "limits_from", "parse_bytes", "parse_document"]
+           "ingest_paths", "limits_from", "parse_bytes", "parse_document", "parse_source"]
 
 # Inside a folder only these are read (a folder of minutes often holds an index or notes too);
 # a file named on the command line is read whatever its name.
@@ -316,34 +318,42 @@ _PARSER = ParseWorker()
 atexit.register(_PARSER.close)
 
 
-def ingest_bytes(db, source: str, data: bytes, meta: dict | None = None,
-                 limits: Limits = DEFAULT_LIMITS) -> IngestReport:
-    """Store one document given as bytes (a file's or a fetched page's)."""
-    report = IngestReport()
+def parse_source(source: str, data: bytes, meta: dict | None = None, limits: Limits = DEFAULT_LIMITS,
+                 name: str | None = None) -> tuple[dict, list[dict]]:
+    """One document's bytes -> (its document record, its item records), as the store keeps them;
+    `meta` (council, committee, meeting_date, fetched_at) wins over what the document says.
+    `name` is what the format is told from (default `source`). Raises InputError."""
     meta = meta or {}
-    content_hash = hashlib.sha256(data).hexdigest()
-    # Cheap early check, so unchanged files are not parsed; save_document decides again inside
-    # its write transaction, since another process may store this document meanwhile.
-    if store.unchanged_document(db, source, content_hash) is not None:
-        report.unchanged += 1
-        return report
-    fmt, parsed = parse_document(source, data, limits)
+    fmt, parsed = parse_document(name or source, data, limits)
     document = {
         "source": source,
-        "content_hash": content_hash,
+        "content_hash": hashlib.sha256(data).hexdigest(),
         "format": fmt,
         "council": meta.get("council") or parsed.get("council"),
         "committee": meta.get("committee") or parsed["committee"],
         "meeting_date": meta.get("meeting_date") or parsed["meeting_date"],
         "fetched_at": meta.get("fetched_at"),
     }
-    _, outcome, item_ids = store.save_document(db, document, parsed["items"])
+    return document, parsed["items"]
+
+
+def ingest_bytes(db, source: str, data: bytes, meta: dict | None = None,
+                 limits: Limits = DEFAULT_LIMITS) -> IngestReport:
+    """Store one document given as bytes (a file's or a fetched page's)."""
+    report = IngestReport()
+    # Cheap early check, so unchanged files are not parsed; save_document decides again inside
+    # its write transaction, since another process may store this document meanwhile.
+    if store.unchanged_document(db, source, hashlib.sha256(data).hexdigest()) is not None:
+        report.unchanged += 1
+        return report
+    document, items = parse_source(source, data, meta, limits)
+    _, outcome, item_ids = store.save_document(db, document, items)
     if outcome == "unchanged":
         report.unchanged += 1
         return report
     report.documents_replaced += int(outcome == "replaced")
     report.documents_new += int(outcome == "new")
-    report.items_new += len(parsed["items"])
+    report.items_new += len(items)
     report.item_ids += item_ids
     return report
 

@@ -1,0 +1,127 @@
+"""Scores of predictions against gold rows: per-label precision, recall and F1 with macro and
+micro F1 and a bootstrap interval, the evidence score, and ROUGE, fact recall and faithfulness of
+briefings. Plain functions over lists, used by evaluation and by training's validation alike."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from pipeline.config import LABELS
+from pipeline.faithfulness import stated_facts, unsupported_facts
+from pipeline.passages import abbreviate, acronyms_defined, overlaps
+
+
+def label_metrics(truth: list[list[str]], predicted: list[list[str]]) -> dict:
+    from sklearn.metrics import f1_score, precision_recall_fscore_support
+
+    y_true = np.array([[label in t for label in LABELS] for t in truth], dtype=int).reshape(-1, len(LABELS))
+    y_pred = np.array([[label in p for label in LABELS] for p in predicted], dtype=int).reshape(-1, len(LABELS))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, average=None, labels=list(range(len(LABELS))), zero_division=0
+    )
+    per_label = {
+        label: {"precision": round(float(precision[j]), 4), "recall": round(float(recall[j]), 4),
+                "f1": round(float(f1[j]), 4), "support": int(support[j]),
+                "predicted": int(y_pred[:, j].sum())}
+        for j, label in enumerate(LABELS)
+    }
+    return {
+        "per_label": per_label,
+        "macro_f1": round(float(f1_score(y_true, y_pred, average="macro", zero_division=0)), 4),
+        "micro_f1": round(float(f1_score(y_true, y_pred, average="micro", zero_division=0)), 4),
+        "items": len(truth),
+    }
+
+
+def bootstrap_macro_f1(truth: list[list[str]], predicted: list[list[str]], rounds: int = 2000,
+                       seed: int = 13) -> tuple[float, float]:
+    """95% interval of macro-F1 over items resampled with replacement: with a few dozen items,
+    one item moves a label's F1 by several points, and the interval says how far."""
+    from sklearn.metrics import f1_score
+
+    y_true = np.array([[label in t for label in LABELS] for t in truth], dtype=int).reshape(-1, len(LABELS))
+    y_pred = np.array([[label in p for label in LABELS] for p in predicted], dtype=int).reshape(-1, len(LABELS))
+    if not len(y_true):
+        return (0.0, 0.0)
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(rounds):
+        pick = rng.integers(0, len(y_true), len(y_true))
+        values.append(f1_score(y_true[pick], y_pred[pick], average="macro", zero_division=0))
+    low, high = np.percentile(values, [2.5, 97.5])
+    return (round(float(low), 4), round(float(high), 4))
+
+
+def system_metrics(truth: list[list[str]], predicted: list[list[str]]) -> dict:
+    """Per-label figures with counts, macro/micro F1 and macro-F1's bootstrap interval."""
+    metrics = label_metrics(truth, predicted)
+    metrics["macro_f1_95ci"] = list(bootstrap_macro_f1(truth, predicted))
+    return metrics
+
+
+def evidence_score(gold_rows: list[dict], predictions: list[dict]) -> float | None:
+    """Share of gold evidence sentences (of labels both gold and predicted) found among the
+    predicted evidence passages."""
+    found = total = 0
+    for row, pred in zip(gold_rows, predictions):
+        for label, sentences in (row.get("evidence") or {}).items():
+            if label not in pred["labels"]:
+                continue
+            for sentence in sentences:
+                total += 1
+                found += any(overlaps(p, sentence) for p in pred["evidence"].get(label, []))
+    return round(found / total, 4) if total else None
+
+
+def _fact_key(text: str) -> str:
+    return re.sub(r"\s+", " ", text.replace("’", "'")).lower()
+
+
+def fact_recall(briefings: list[str], rows: list[dict]) -> float | None:
+    """Share of the reference briefings' facts (`stated_facts`) that the briefings state too, in
+    the words of either (a name the item abbreviates counts in either form)."""
+    found = total = 0
+    for briefing, row in zip(briefings, rows):
+        acronyms = acronyms_defined(row["text"])
+        ours = _fact_key(briefing + "\n" + abbreviate(briefing, acronyms))
+        for fact in stated_facts(row["briefing"], row["text"]):
+            total += 1
+            found += _fact_key(fact) in ours or _fact_key(abbreviate(fact, acronyms)) in ours
+    return round(found / total, 4) if total else None
+
+
+def gap_closed(ours: float, lead: float, oracle: float) -> float | None:
+    """How far ours goes from the first-60-words lead to the sentence oracle: 0 at the lead, 1
+    at the oracle."""
+    return round((ours - lead) / (oracle - lead), 4) if oracle != lead else None
+
+
+def rouge_scores(predictions: list[str], references: list[str]) -> dict:
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    totals = {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}
+    for pred, ref in zip(predictions, references):
+        result = scorer.score(ref, pred)
+        for key in totals:
+            totals[key] += result[key].fmeasure
+    n = max(1, len(predictions))
+    return {key: round(value / n, 4) for key, value in totals.items()}
+
+
+def briefing_metrics(briefings: list[str], rows: list[dict]) -> dict:
+    references = [r["briefing"] for r in rows]
+    lengths = [len(b.split()) for b in briefings]
+    unsupported = [unsupported_facts(b, r["text"]) for b, r in zip(briefings, rows)]
+    return {
+        **rouge_scores(briefings, references),
+        "fact_recall": fact_recall(briefings, rows),
+        "mean_words": round(float(np.mean(lengths)), 1) if lengths else 0.0,
+        "max_words": max(lengths) if lengths else 0,
+        "share_unsupported": round(sum(bool(u) for u in unsupported) / max(1, len(rows)), 4),
+        "unsupported_examples": [u for u in unsupported if u][:5],
+        "items": len(rows),
+    }
+
