@@ -174,9 +174,10 @@ def set_seed(seed: int) -> None:
 
 def epoch_batches(lengths: list[int], is_negative: np.ndarray, args: TrainingArguments,
                   generator, thinned: np.ndarray | None = None) -> list[list[int]]:
-    """One epoch's batches: the positives and a fresh `negative_share` of the negatives that
-    may be thinned (`thinned`, default all), shuffled, then sorted by length within windows of 50 batches (little padding, and each
-    batch still a random draw), the batches themselves in random order."""
+    """One epoch's batches: the positives, every negative not `thinned` (default: all are) and
+    a fresh `negative_share` of the thinned ones, shuffled, then sorted by length within windows
+    of 50 batches (little padding, and each batch still a random draw), the batches themselves
+    in random order."""
     import torch
 
     n = len(lengths)

@@ -319,7 +319,7 @@ atexit.register(_PARSER.close)
 
 
 def parse_source(source: str, data: bytes, meta: dict | None = None, limits: Limits = DEFAULT_LIMITS,
-                 name: str | None = None) -> tuple[dict, list[dict]]:
+                 name: str | None = None, content_hash: str | None = None) -> tuple[dict, list[dict]]:
     """One document's bytes -> (its document record, its item records), as the store keeps them;
     `meta` (council, committee, meeting_date, fetched_at) wins over what the document says.
     `name` is what the format is told from (default `source`). Raises InputError."""
@@ -327,7 +327,7 @@ def parse_source(source: str, data: bytes, meta: dict | None = None, limits: Lim
     fmt, parsed = parse_document(name or source, data, limits)
     document = {
         "source": source,
-        "content_hash": hashlib.sha256(data).hexdigest(),
+        "content_hash": content_hash or hashlib.sha256(data).hexdigest(),
         "format": fmt,
         "council": meta.get("council") or parsed.get("council"),
         "committee": meta.get("committee") or parsed["committee"],
@@ -343,10 +343,11 @@ def ingest_bytes(db, source: str, data: bytes, meta: dict | None = None,
     report = IngestReport()
     # Cheap early check, so unchanged files are not parsed; save_document decides again inside
     # its write transaction, since another process may store this document meanwhile.
-    if store.unchanged_document(db, source, hashlib.sha256(data).hexdigest()) is not None:
+    content_hash = hashlib.sha256(data).hexdigest()
+    if store.unchanged_document(db, source, content_hash) is not None:
         report.unchanged += 1
         return report
-    document, items = parse_source(source, data, meta, limits)
+    document, items = parse_source(source, data, meta, limits, content_hash=content_hash)
     _, outcome, item_ids = store.save_document(db, document, items)
     if outcome == "unchanged":
         report.unchanged += 1
