@@ -145,7 +145,7 @@ _SAYS_NOTHING = re.compile(
     r"minutes|comments)[\w\s,’']{0,60}? (?:be|is|was|were|are) (?:noted|received)\.?$|"
     r"in the absence of |.*\bbe appointed (?:as )?chair\b|meeting of .{0,80}\b\d{4}\b|"
     r"(?:councillor [\w’'-]+ )?minutes? (?:no\.? \d+|of the [\w -]{0,30}meeting)|"
-    r".*\bconfirmed as a (?:correct|true) record|there (?:are|were) no (?:specific )?recommendations|\([^()]*\d{5,}[^()]*\)\.?$)",
+    r".*\b(?:confirmed|approved|agreed|signed) as a (?:correct|true|accurate) record|there (?:are|were) no (?:specific )?recommendations|\([^()]*\d{5,}[^()]*\)\.?$)",
     re.I,
 )
 # A line of capitalised words with no full stop ("79 Payment of Market Supplements", "Family
@@ -279,15 +279,25 @@ def _says_nothing(passage: str, text: str, title: str | None) -> bool:
                 or len(text.split()) < 4 or text.endswith(("?", ":")) or is_heading(passage, title))
 
 
+# What a sentence's place in the briefing adds to the scorer's score (a probability): being the
+# classifier's evidence, and each kind of fact it carries. Chosen on the written validation items'
+# reference briefings (not on gold), from a grid where 0.25-0.3 and 0.1-0.15 formed a plateau:
+# evidence always first (the old order) spent the 60 words on three long evidence sentences of
+# one label and left out the numbers a director needs; a small bonus keeps evidence and facts
+# ahead of a sentence the scorer rates only a little higher.
+EVIDENCE_BONUS = 0.3
+FACT_BONUS = 0.15
+
+
 def select(passages: list[str], scores: np.ndarray, resolution: str | None, max_words: int,
            title: str | None = None, acronyms: dict[str, str] | None = None,
            evidence: set[int] | frozenset[int] = frozenset(),
            is_faithful: Callable[[str], bool] | None = None) -> list[str]:
     """The briefing's sentences, in document order, within `max_words`.
 
-    Order of choice: the classifier's evidence (what the flag rests on), then the decision (the
-    resolution), then sentences carrying facts (judgements, numbers, dates, decisions, named
-    inspectorates), then the rest, each group by score; no two near-duplicates. Purpose lines,
+    Order of choice: by the scorer's score for the sentence, raised for the classifier's
+    evidence (what the flag rests on) and for each kind of fact it carries (judgements,
+    numbers, dates, decisions, named inspectorates); no two near-duplicates. Purpose lines,
     report-speak and courtesies come only when nothing else fits."""
     texts = [compress(p, acronyms) for p in passages]
     resolution_index = None
@@ -309,21 +319,13 @@ def select(passages: list[str], scores: np.ndarray, resolution: str | None, max_
             continue
         # An item cut short ends in a broken sentence ("... the provision to extend these to oth").
         is_cut_short = i == len(passages) - 1 and not passages[i].rstrip().endswith(tuple(".!?:;)\"'’”"))
-        if is_announcement(text) or is_cut_short:
-            group = 4
-        elif i in evidence:
-            group = 0
-        elif i == resolution_index:
-            group = 1
-        elif fact_weight(text):
-            group = 2
-        else:
-            group = 3
-        candidates.append((group, -float(scores[i]), i))
+        is_announcing = is_announcement(text) or is_cut_short
+        priority = float(scores[i]) + EVIDENCE_BONUS * (i in evidence) + FACT_BONUS * fact_weight(text)
+        candidates.append((is_announcing, -priority, i))
     chosen: dict[int, str] = {}
     used = 0
-    for group, _, i in sorted(candidates):
-        if group == 4 and chosen:
+    for is_announcing, _, i in sorted(candidates):
+        if is_announcing and chosen:
             break  # an announcement only when nothing else says what happened
         text = texts[i]
         if _is_redundant(text, list(chosen.values())):

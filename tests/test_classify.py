@@ -128,6 +128,20 @@ def test_thresholds_stay_near_half_unless_validation_clearly_says_otherwise():
     assert chosen["workforce_concern"] <= 0.3
 
 
+
+def test_a_perfect_validation_f1_does_not_pin_the_threshold_to_its_one_best_point():
+    # 37 positives at 0.9 and one negative at 0.75: F1 is 1.0 only above 0.75 and 0.987 below.
+    # With the plain standard error, 0 at a perfect F1, the rule took 0.775; one item is
+    # within the noise of 37, so the threshold stays at 0.5.
+    truth = np.zeros((120, 3), dtype=bool)
+    truth[:37] = True
+    scores = np.where(truth, 0.9, 0.1)
+    scores[37, :] = 0.75
+    assert set(choose_thresholds(scores, truth).values()) == {0.5}
+    # Eight such negatives (F1 0.902) are more than the noise: the threshold goes above them.
+    scores[37:45, 2] = 0.75
+    assert choose_thresholds(scores, truth)["workforce_concern"] > 0.75
+
 def test_aggregate_takes_the_best_passage_and_keeps_evidence_above_threshold():
     passages = ["Title", "A sentence about caseloads.", "Ofsted judged services good.", "Nothing."]
     scores = np.array([[0.1, 0.6, 0.2], [0.0, 0.1, 0.9], [0.2, 0.95, 0.1], [0.0, 0.0, 0.0]])

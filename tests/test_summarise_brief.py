@@ -163,3 +163,23 @@ def test_briefing_shows_every_flagged_title_in_headless_chromium(model_env, tmp_
     assert titles
     rendered = LexborHTMLParser(dom)
     assert {n.text() for n in rendered.css("article .item-title")} == titles
+
+
+def test_evidence_and_facts_outrank_a_sentence_the_scorer_rates_a_little_higher():
+    filler = ("Members discussed the partnership's newsletter and its distribution to schools, libraries "
+              "and community centres across the borough at some length")
+    passages = [
+        filler + " this evening.",
+        "Inspectors found that supervision was not regular enough in the duty teams.",
+        "Caseloads had reached 27 children per worker in March.",
+        filler + " before the break.",
+    ]
+    scores = np.array([0.55, 0.30, 0.35, 0.6])
+    # 38 words fit beside the two short sentences, not beside either long one.
+    chosen = select(passages, scores, None, 38, evidence={1})
+    assert chosen == passages[1:3]
+    # Without the evidence and the number, the scorer's order alone decides.
+    plain = ["Inspectors found that supervision was not regular enough in the duty teams.",
+             "Caseloads had reached a high level per worker in the spring."]
+    chosen = select([passages[0]] + plain + [passages[3]], scores, None, 38)
+    assert passages[3] in chosen and plain[0] not in chosen
