@@ -124,6 +124,7 @@ def compress(sentence: str, acronyms: dict[str, str] | None = None) -> str:
         if trimmed != out and len(trimmed.split()) >= 4:
             out = trimmed
     out = _REPORT_FRAME.sub(r"\g<who>\g<verb> \g<rest>", out, count=1)
+    out = purpose_to_topic(out)
     out = out.strip().rstrip("| ").strip()  # a table cell's border, from a page's decision table
     return out[:1].upper() + out[1:]
 
@@ -138,6 +139,38 @@ _REPORT_FRAME = re.compile(
     r"(?P<rest>\S.*)$",
     re.I,
 )
+# "To update members on the CIW inspection of the fostering service in March 2023": a purpose
+# line whose object is the news. Deleting the frame leaves what the item was about ("The CIW
+# inspection of the fostering service in March 2023"), as a person's briefing would open; a
+# purpose line whose object carries no fact ("To consider the Children's Plan") stays an
+# announcement, chosen only when nothing else says what happened.
+_PURPOSE_FRAME = re.compile(
+    r"^(?:(?:the )?purpose of (?:this|the) (?:report|item|paper) is |purpose\s*:?\s*)?to "
+    r"(?:(?:note|receive|consider|share|inform|update|present|review|advise|brief|scrutinise|outline|"
+    r"highlight|report(?: on)?)(?: and (?:note|comment on|discuss|consider|review|scrutinise))?|"
+    r"provide|give|bring)"
+    r"(?: (?:to )?(?:the )?(?:cabinet|committee|members|panel|board|council|scrutiny|forum|cabinet member)"
+    r"(?: (?:committee|members|panel|board))?)?(?: (?:with|of|on|about|to))?"
+    r"(?: (?:an? |the )?(?:(?:brief |short |further |progress |annual |quarterly )?(?:update|overview|summary|"
+    r"briefing|report)) (?:on|of|about|in relation to|regarding|in respect of))?(?: that)? (?P<rest>\S.*)$",
+    re.I,
+)
+
+
+def purpose_to_topic(sentence: str) -> str:
+    """A purpose line that names a fact (a judgement, a number, a date) without its frame; any
+    other sentence as it was. Deletion only."""
+    match = _PURPOSE_FRAME.match(sentence)
+    if not match:
+        return sentence
+    rest = match.group("rest")
+    # A named body alone is the topic, not news: "To consider the Ofsted inspection".
+    if len(rest.split()) < 5 or not (has_judgement(rest) or _FACT_NUMBER.search(rest)
+                                     or _FACT_DATE.search(rest)):
+        return sentence
+    return rest[:1].upper() + rest[1:]
+
+
 # What a passage is when it is nobody's sentence: a report's byline, the minutes' own business.
 _SAYS_NOTHING = re.compile(
     r"^(?:(?:joint )?report (?:of|by|from) (?:the )?[\w’'&,() -]{3,120}\.?$|"
@@ -200,7 +233,7 @@ _DECISION = re.compile(
     re.I,
 )
 _BODY = re.compile(r"\b(?:Ofsted|DfE|CQC|HMI\w*|CIW|CSSIW|Estyn|JTAI|ILACS|Department for Education|"
-                   r"Secretary of State|[Cc]ommissioner|improvement notice|statutory direction)\b")
+                   r"Secretary of State|[Cc]ommissioner|(?i:improvement notice|statutory direction))\b")
 
 
 def is_purpose_line(sentence: str) -> bool:
@@ -261,7 +294,7 @@ def cut_to_words(sentence: str, limit: int) -> str:
 
 
 def is_heading(passage: str, title: str | None) -> bool:
-    """The item's title again ("Agenda item Fourth Ofsted Monitoring Visit feedback", "28 Title
+    """The item's title again ("Agenda item Ofsted Focused Visit Letter", "28 Title
     pdf icon PDF 73 KB"): the briefing document shows the title beside the briefing already."""
     if not title:
         return False

@@ -45,16 +45,41 @@ def test_compress_drops_list_markers_and_headings_and_writes_names_as_the_items_
     assert unsupported_facts("The CQC visited with Ofsted.", text) == ["Ofsted"]
 
 
+def test_a_purpose_line_that_names_a_fact_loses_its_frame_and_one_that_names_none_stays_an_announcement():
+    from pipeline.summarise import is_announcement
+
+    cases = {
+        "To update members on the CIW inspection of the fostering service in March 2023.":
+            "The CIW inspection of the fostering service in March 2023.",
+        "Purpose: To provide the committee with an update on the 17 agency social workers in the "
+        "assessment teams.": "The 17 agency social workers in the assessment teams.",
+        "To inform Cabinet that the DfE has lifted the improvement notice issued in 2021.":
+            "The DfE has lifted the improvement notice issued in 2021.",
+    }
+    for sentence, topic in cases.items():
+        out = compress(sentence)
+        assert out == topic
+        assert not is_announcement(out)
+        assert set(out.lower().rstrip(".").split()) <= set(sentence.lower().replace(".", "").split())
+    # No fact in the object: the frame stays, and so does its place after everything else.
+    assert compress("To consider the Children and Young People's Plan.") == \
+        "To consider the Children and Young People's Plan."
+    assert is_announcement(compress("To consider the Children and Young People's Plan."))
+    # A decision asked for is not a decision taken: "To approve" keeps its verb.
+    assert compress("To approve fostering allowances of £260 a week from April.") == \
+        "To approve fostering allowances of £260 a week from April."
+
+
 def test_select_skips_the_title_again_questions_and_list_introductions():
-    title = "Fourth Ofsted Monitoring Visit feedback"
+    title = "Second Ofsted Focused Visit letter"
     passages = [
-        "Agenda item Fourth Ofsted Monitoring Visit feedback",
-        "What was the morale of staff and had there been any impact on retention?",
-        "The following points were raised in discussion:",
-        "Inspectors found that the pace of change was not swift enough.",
+        "Agenda item Second Ofsted Focused Visit letter",
+        "Had the visit changed how many newly qualified staff chose to stay?",
+        "Members raised the following matters:",
+        "Inspectors found that plans for care leavers were still too often out of date.",
     ]
     chosen = select(passages, np.array([0.99, 0.98, 0.97, 0.2]), None, 60, title)
-    assert chosen == ["Inspectors found that the pace of change was not swift enough."]
+    assert chosen == ["Inspectors found that plans for care leavers were still too often out of date."]
 
 
 def test_select_keeps_the_resolution_drops_duplicates_and_fits_60_words():
