@@ -66,9 +66,9 @@ class TrainingArguments:
     mask_unquoted_in_positive_items: bool = True
     # ... but not wholly: a passage's context is shared by all the item's passages, and with
     # every unquoted passage left out the model learnt to flag an item from its context alone
-    # (every sentence of an item whose purpose line named a notice scored 1.0 for it, and
-    # a sentence saying caseloads were still too high near 0 for workforce). At this weight an unquoted passage
-    # still counts as a weak negative, so the passage itself must carry the flag.
+    # (every sentence of an item whose purpose line named a notice scored 1.0 for it, and a
+    # sentence saying caseloads were still too high near 0 for workforce). At this weight an
+    # unquoted passage still counts as a weak negative, so the passage itself must carry the flag.
     unquoted_weight: float = 0.25
     # Share of passages read without their context in each epoch (drawn afresh). Every passage
     # of an item shares one context, so the model can learn an item's labels from its title and
