@@ -20,6 +20,7 @@ from pipeline.train import (
     choose_thresholds,
     passage_targets,
     passage_weights,
+    swapped_context_pairs,
     train_classifier,
 )
 
@@ -86,6 +87,30 @@ def test_whole_items_negatives_are_in_every_epoch_and_composed_ones_thinned():
         seen = {i for batch in epoch_batches([10] * n, is_negative, args, generator, thinned) for i in batch}
         assert set(range(200)) <= seen  # every positive and every whole item's negative
         assert 30 < len(seen & set(range(200, n))) < 100  # about 30% of the composed negatives
+
+
+def test_evidence_is_read_again_with_another_labelled_items_context_for_its_own_label_only():
+    from pipeline.passages import item_context
+
+    def whole(id_, title, text, labels, evidence):
+        return prepare({"id": id_, "title": title, "meeting": "Children's Scrutiny", "source": "written",
+                        "text": f"{title}\n\n{text}", "labels": labels, "evidence": evidence})
+
+    rows = [
+        whole("a", "Workforce Development Plan", "The plan was noted. Social worker vacancies stood at 31.",
+              ["workforce_concern"], {"workforce_concern": ["Social worker vacancies stood at 31."]}),
+        whole("b", "Fostering Service Inspection", "Ofsted judged the fostering service good.",
+              ["inspection_outcome"], {"inspection_outcome": ["Ofsted judged the fostering service good."]}),
+        whole("c", "Highways Inspection Regime", "Inspectors checked 400 gullies.", [], {}),
+    ]
+    pairs = [(item_context(r), *p) for r in rows for p in passage_targets(r)]
+    swapped, weights = swapped_context_pairs(rows, pairs, seed=13)
+    # One more pair per evidence passage; the unlabelled highways item lends no context.
+    assert [(p, t) for _, p, t in swapped] == [("Social worker vacancies stood at 31.", [0.0, 0.0, 1.0]),
+                                               ("Ofsted judged the fostering service good.", [0.0, 1.0, 0.0])]
+    assert [c for c, _, _ in swapped] == [item_context(rows[1]), item_context(rows[0])]
+    assert weights == [[0.0, 0.0, 1.0], [0.0, 1.0, 0.0]]  # only the label the passage is evidence of
+    assert swapped_context_pairs(rows[:1], pairs[:2], seed=13) == ([], [])  # no other item to lend one
 
 
 def test_context_dropout_reads_some_passages_alone(tiny_base, monkeypatch):
