@@ -208,9 +208,11 @@ def epoch_batches(lengths: list[int], is_negative: np.ndarray, args: TrainingArg
 def summariser_arguments(**overrides) -> TrainingArguments:
     """The sentence scorer's run: three epochs, unweighted, each sentence alone as before (it
     ranks sentences within one item, where the context is the same for all; not yet measured
-    with context). Like the classifier, it sees a fresh share of its negatives each epoch."""
+    with context). Like the classifier, it sees a fresh share of its negatives each epoch. It
+    keeps 3 frozen layers where the classifier now has 4: on the written validation items its
+    ROUGE-L was 0.420 with 3 and 0.409 with 4, and it trains in about 90 s either way."""
     return dataclasses.replace(TrainingArguments(epochs=3, positive_weight=1.0, max_tokens=96,
-                                                 context=False), **overrides)
+                                                 context=False, frozen_layers=3), **overrides)
 
 
 # The sentence scorer learns from whole items' reference briefings (written by hand or imported)
