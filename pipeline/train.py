@@ -88,8 +88,8 @@ class TrainingArguments:
     # another labelled whole item (drawn once, by the seed), for that label only. Every labelled
     # item is about children's services, so in any of their contexts the sentence still carries
     # its flag: the model learns that a children's item's title may not veto what a sentence
-    # states ("Workforce Development ..." or "Establishing the trust" over a sentence on social
-    # worker vacancies), while the contexts of other services (adult care, highways) still can.
+    # states (a workforce plan's or a new trust's title over a sentence on social worker
+    # vacancies), while the contexts of other services (adult care, highways) still can.
     swapped_contexts: bool = True
 
 
