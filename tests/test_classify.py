@@ -97,7 +97,7 @@ def test_evidence_is_read_again_with_another_labelled_items_context_for_its_own_
                         "text": f"{title}\n\n{text}", "labels": labels, "evidence": evidence})
 
     rows = [
-        whole("a", "Workforce Development Plan", "The plan was noted. Social worker vacancies stood at 31.",
+        whole("a", "Children's Workforce Plan 2026", "The plan was noted. Social worker vacancies stood at 31.",
               ["workforce_concern"], {"workforce_concern": ["Social worker vacancies stood at 31."]}),
         whole("b", "Fostering Service Inspection", "Ofsted judged the fostering service good.",
               ["inspection_outcome"], {"inspection_outcome": ["Ofsted judged the fostering service good."]}),
