@@ -15,7 +15,7 @@ import numpy as np
 
 from pipeline.config import LABELS
 from pipeline.inference import score_texts
-from pipeline.passages import item_context, item_passages
+from pipeline.passages import is_page_field, item_context, item_passages
 
 # With int8, close calls are scored again in fp32: within this many logits of a threshold. The
 # largest int8 error measured on a passage of real or labelled minutes was 0.72 to 0.86 logits,
@@ -92,6 +92,8 @@ def classify_records(loaded, records: list[dict], batch_size: int = 32, max_toke
             spans.append(None)
             continue
         passages = item_passages(record["text"], record.get("title"))
+        first = 1 if record.get("title") else 0  # the title is passage 0 and always read
+        passages = passages[:first] + [p for p in passages[first:] if not is_page_field(p)]
         spans.append((len(all_passages), len(passages), bool(record.get("title"))))
         all_passages += passages
         if with_context:

@@ -24,6 +24,30 @@ _MAX_WORDS = 80
 CONTEXT_WORDS = 40
 
 
+# Fields of ModernGov decision and issue pages: whole passages that are the page, not the minutes.
+PAGE_FIELD = re.compile(
+    r"^(?:Decision (?:maker|status|type|due|details)|Is (?:it a )?key decision|Is subject to call[- ]in|"
+    r"Publication date|Date of (?:decision|publication)|Decided at meeting|Accompanying documents|"
+    r"Lead (?:member|director|officer)|Department|Contact|Wards? affected|Notice of proposed decision|"
+    r"Call[- ]in (?:deadline|expiry)|Effective from|Reason for urgency|Report author|Portfolio|Action(?: by)?|"
+    # who brought the item: "Submitted by: Cllr ...", on Welsh councils' pages "Cyflwynwyd gan:"
+    r"(?:Submitted|Presented) by|Cyflwynwyd gan)"
+    r"\b[^:]{0,40}:",
+    re.I,
+)
+
+
+
+def is_page_field(passage: str) -> bool:
+    """A field of the page, not a sentence of the minutes: "Notice of proposed decision first
+    published: 06/05/2020", "Department: Children and Adults". It can be no label's evidence
+    (a "notice" that is a publication date is no improvement notice), so the classifier does not
+    score it. A field with a sentence's worth after its name ("Reason for urgency: the DfE's
+    notice requires ...") is scored like any passage."""
+    match = PAGE_FIELD.match(passage.strip())
+    return bool(match) and len(passage.strip()[match.end():].split()) <= 12
+
+
 def split_sentences(paragraph: str) -> list[str]:
     pieces: list[str] = []
     start = 0

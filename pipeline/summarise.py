@@ -20,7 +20,13 @@ import numpy as np
 
 from pipeline.faithfulness import unsupported_facts
 from pipeline.ingest.split import clean_title
-from pipeline.passages import abbreviate, acronyms_defined, item_passages, normalise_for_match
+from pipeline.passages import (
+    PAGE_FIELD,
+    abbreviate,
+    acronyms_defined,
+    item_passages,
+    normalise_for_match,
+)
 
 # Reporting lead-ins: dropping them shortens a sentence without changing what it says. The
 # speaker is an officer, member or the report ("The Director of Children's Services, Ms A,
@@ -54,16 +60,6 @@ _BOILERPLATE = re.compile(
     r"outside bodies|epetitions",
     re.I,
 )
-# Fields of ModernGov decision and issue pages: whole passages that are the page, not the minutes.
-_METADATA = re.compile(
-    r"^(?:Decision (?:maker|status|type|due|details)|Is (?:it a )?key decision|Is subject to call[- ]in|"
-    r"Publication date|Date of (?:decision|publication)|Decided at meeting|Accompanying documents|"
-    r"Lead (?:member|director|officer)|Department|Contact|Wards? affected|Notice of proposed decision|"
-    r"Call[- ]in (?:deadline|expiry)|Effective from|Reason for urgency|Report author|Portfolio|Action(?: by)?)"
-    r"\b[^:]{0,40}:",
-    re.I,
-)
-
 # "The Director, Mr D. Farrant, highlighted": the office says who spoke; the name costs words.
 _NAMED_PERSON = re.compile(
     r",\s+(?:the\s+)?(?:Cllr|Councillor|County Councillor|Mr|Mrs|Ms|Miss|Dr)\.?\s+[A-Z][\w.’'-]*"
@@ -305,7 +301,7 @@ def is_heading(passage: str, title: str | None) -> bool:
 
 def _says_nothing(passage: str, text: str, title: str | None) -> bool:
     """Headings, page fields, questions, list introductions: they report nothing by themselves."""
-    return bool(_BOILERPLATE.search(text) or _METADATA.match(passage.strip()) or _METADATA.match(text)
+    return bool(_BOILERPLATE.search(text) or PAGE_FIELD.match(passage.strip()) or PAGE_FIELD.match(text)
                 or _SAYS_NOTHING.match(text) or _HEADING_LINE.match(passage.strip().rstrip(" |"))
                 or _HEADING_LINE.match(text) or re.search(r",? (?:and|or)$", text)
                 or re.match(r"whether\b", text, re.I)

@@ -209,3 +209,31 @@ def test_html_text_is_read_in_one_parse_and_walks_deep_trees(monkeypatch):
     monkeypatch.setattr(readers, "HTMLParser", counting_parser)
     text, title = readers.html_text_and_title("<title>T</title><p>One</p><p>Two</p>")
     assert (text, title, len(parses)) == ("\nOne\n\nTwo\n", "T", 1)
+
+
+def test_a_page_copied_whole_loses_the_sites_menu_and_keeps_its_title_and_purpose():
+    """An agenda item page saved as text opens with ModernGov's menu, a bulleted entry a line,
+    then "• Agenda item", the title again, the meeting's name and who submitted the item ("Cyflwynwyd
+    gan:" on Welsh councils' pages): none of it is the title or the purpose line every passage is
+    read with."""
+    from pipeline.ingest.split import split_document
+
+    page = "\n".join([
+        "• Calendar", "  • Committees", "  • Decisions", "  • Forward Plans", "  • Your councillors",
+        "  • What's new", "  • Agenda item", "",
+        "Fostering Service Annual Report", "",
+        "• Meeting of Corporate Parenting Panel, Monday, 3rd March, 2025 2.00 pm (Item 7.)", "",
+        "Cyflwynwyd gan:Cllr. Aled Brown", "",
+        "To receive the annual report of the fostering service.", "",
+        "Minutes:", "",
+        "The panel heard that 14 new foster carers had been approved.", "",
+        "• Meetings were held with every carer in the year.",
+    ])
+    items = split_document(page)["items"]
+    assert len(items) == 1
+    item = items[0]
+    assert item["title"] == "Fostering Service Annual Report"
+    assert item["purpose"] == "To receive the annual report of the fostering service."
+    assert "Calendar" not in item["text"] and "Forward Plans" not in item["text"]
+    # A bullet of the minutes themselves is a sentence, not a menu entry: it stays, bullet and all.
+    assert "• Meetings were held with every carer in the year." in item["text"]

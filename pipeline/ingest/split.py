@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
+from pipeline.passages import is_page_field
+
 _MONTHS = "January|February|March|April|May|June|July|August|September|October|November|December"
 _DAYS = "Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday"
 
@@ -20,6 +22,17 @@ _BOILERPLATE_LINES = re.compile(
     r"back to .*|printed minutes.*|\(?copy attached\)?|decision status:.*|is key decision\?:.*|"
     r"is subject to call in\?:.*|decision maker:.*|date of decision:.*|effective from:.*|"
     r"wards affected:.*|date of publication:.*|call-in deadline:.*)$",
+    re.I,
+)
+_LEADING_BULLET = re.compile(r"^[•·▪]\s*")
+_MEETING_OF_LINE = re.compile(r"^Meeting of .{3,160}\(Item [\w.]+\)\.?$", re.I)
+# ModernGov's own site menu, one entry a line, when a page was saved or copied whole: read as
+# the item's first lines, it became the purpose line every passage is read with.
+_SITE_MENU_LINE = re.compile(
+    r"^(?:calendar|committees|community councils|consultations|decisions|election results|"
+    r"e-?petitions|forthcoming decisions|forward plans?|library|meetings|outside bodies|search documents|"
+    r"subscribe to updates|your councillors|your mps|your meps|what's new|what’s new|"
+    r"parish councils|political groups|councillors|mps|meps)\s*$",
     re.I,
 )
 _INLINE_BOILERPLATE = [
@@ -126,7 +139,9 @@ def parse_item(title: str | None, body_lines: list[str], number: str | None = No
     in_resolution = False
     for raw in body_lines:
         line = strip_boilerplate(raw)
-        label = line.lower().rstrip(":").strip()
+        # A page copied as text keeps its list bullets: "• Agenda item" is still furniture.
+        bare = _LEADING_BULLET.sub("", line)
+        label = bare.lower().rstrip(":").strip()
         if label in ("minutes",):
             section = "minutes"
             in_resolution = False
@@ -138,7 +153,12 @@ def parse_item(title: str | None, body_lines: list[str], number: str | None = No
         if label in ("supporting documents", "additional documents"):
             in_resolution = False
             continue
-        if _BOILERPLATE_LINES.match(line):
+        if _BOILERPLATE_LINES.match(bare) or _SITE_MENU_LINE.match(bare):
+            continue
+        # An agenda item page repeats its title and names its meeting before the minutes
+        # ("Meeting of The Cabinet, Tuesday, 11th March, 2025 1.00 pm (Item 12.)"): neither is
+        # the purpose line every passage would be read with.
+        if section == "purpose" and (bare == (title or "").strip() or _MEETING_OF_LINE.match(bare)):
             continue
         if not line:
             if kept and kept[-1] != "":
@@ -162,6 +182,8 @@ def parse_item(title: str | None, body_lines: list[str], number: str | None = No
             purpose = first
         else:
             minutes, purpose = purpose, []
+    # A page's fields before the minutes ("Submitted by: Cllr ...") are no purpose line.
+    purpose = [line for line in purpose if not is_page_field(_LEADING_BULLET.sub("", line))]
     text_lines = ([title] if title else []) + [""] + kept
     text = "\n".join(text_lines).strip()
     text = re.sub(r"\n{3,}", "\n\n", text)
@@ -218,7 +240,15 @@ def _ascending(candidates, lines):
 
 def split_document(text: str, page_title: str | None = None) -> dict:
     """Normalised text -> {"committee", "meeting_date", "shape", "items": [item, ...]}."""
-    lines = text.split("\n")
+    # A page saved or copied whole opens with the site's menu, a bulleted entry a line: gone
+    # before the title is looked for ("• Calendar" was once an item's title), and the bullet of
+    # "• Agenda item" with it, so the page shape is still seen.
+    lines = []
+    for line in text.split("\n"):
+        bare = _LEADING_BULLET.sub("", line.strip())
+        if _SITE_MENU_LINE.match(bare):
+            continue
+        lines.append(bare if bare.lower() == "agenda item" else line)
     head = [(i, line) for i, line in enumerate(lines) if line.strip()][:12]
     meta: dict = {"committee": None, "meeting_date": None, "council": None}
     for candidate in [page_title or ""] + [line for _, line in head[:4]]:
