@@ -40,7 +40,7 @@ PAGE_FIELD = re.compile(
 
 def is_page_field(passage: str) -> bool:
     """A field of the page, not a sentence of the minutes: "Notice of proposed decision first
-    published: 06/05/2020", "Department: Children and Adults". It can be no label's evidence
+    published: 14/02/2024", "Department: Children's Services". It can be no label's evidence
     (a "notice" that is a publication date is no improvement notice), so the classifier does not
     score it. A field with a sentence's worth after its name ("Reason for urgency: the DfE's
     notice requires ...") is scored like any passage."""

@@ -535,14 +535,14 @@ def test_frozen_lower_layers_are_computed_once_and_give_the_whole_models_logits(
 
 
 def test_page_fields_are_not_scored_and_so_never_evidence(tiny_models, monkeypatch):
-    """"Notice of proposed decision first published: 06/05/2020" is the page, not the minutes:
+    """"Notice of proposed decision first published: 14/02/2024" is the page, not the minutes:
     a "notice" that is a publication date must not flag an improvement notice. A field with a
     sentence's worth after its name is read like any passage."""
     from pipeline import classify
     from pipeline.passages import is_page_field
 
-    assert is_page_field("Notice of proposed decision first published: 06/05/2020")
-    assert is_page_field("Department: Children and Adults")
+    assert is_page_field("Notice of proposed decision first published: 14/02/2024")
+    assert is_page_field("Department: Children's Services")
     assert not is_page_field("The DfE issued an improvement notice on 6 May 2020.")
     assert not is_page_field("Reason for urgency: the Department for Education's improvement notice requires "
                              "the council to appoint a commissioner before the next meeting of Cabinet.")
@@ -557,8 +557,8 @@ def test_page_fields_are_not_scored_and_so_never_evidence(tiny_models, monkeypat
     loaded = modelfolder.load(modelfolder.promoted_folder(tiny_models, "classifier"))
     loaded.card["thresholds"] = {label: 0.0 for label in LABELS}  # every scored passage is evidence
     record = {"id": "x", "title": "Improvement Plan",
-              "text": "Improvement Plan\nNotice of proposed decision first published: 06/05/2020\n"
-                      "Department: Children and Adults\nThe Cabinet approved the improvement plan for "
+              "text": "Improvement Plan\nNotice of proposed decision first published: 14/02/2024\n"
+                      "Department: Children's Services\nThe Cabinet approved the improvement plan for "
                       "children's services."}
     [prediction] = classify_records(loaded, [record])
     assert scored == ["Improvement Plan", "The Cabinet approved the improvement plan for children's services."]
