@@ -37,7 +37,6 @@ PAGE_FIELD = re.compile(
 )
 
 
-
 def is_page_field(passage: str) -> bool:
     """A field of the page, not a sentence of the minutes: "Notice of proposed decision first
     published: 14/02/2024", "Department: Children's Services". It can be no label's evidence

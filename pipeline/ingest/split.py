@@ -27,7 +27,8 @@ _BOILERPLATE_LINES = re.compile(
 _LEADING_BULLET = re.compile(r"^[•·▪]\s*")
 _MEETING_OF_LINE = re.compile(r"^Meeting of .{3,160}\(Item [\w.]+\)\.?$", re.I)
 # ModernGov's own site menu, one entry a line, when a page was saved or copied whole: read as
-# the item's first lines, it became the purpose line every passage is read with.
+# the item's first lines, it became the purpose line every passage is read with. Dropped in
+# `split_document`, before items are found.
 _SITE_MENU_LINE = re.compile(
     r"^(?:calendar|committees|community councils|consultations|decisions|election results|"
     r"e-?petitions|forthcoming decisions|forward plans?|library|meetings|outside bodies|search documents|"
@@ -153,10 +154,10 @@ def parse_item(title: str | None, body_lines: list[str], number: str | None = No
         if label in ("supporting documents", "additional documents"):
             in_resolution = False
             continue
-        if _BOILERPLATE_LINES.match(bare) or _SITE_MENU_LINE.match(bare):
+        if _BOILERPLATE_LINES.match(bare):
             continue
         # An agenda item page repeats its title and names its meeting before the minutes
-        # ("Meeting of The Cabinet, Tuesday, 11th March, 2025 1.00 pm (Item 12.)"): neither is
+        # ("Meeting of Cabinet, Thursday, 6th June, 2024 10.00 am (Item 4.)"): neither is
         # the purpose line every passage would be read with.
         if section == "purpose" and (bare == (title or "").strip() or _MEETING_OF_LINE.match(bare)):
             continue
