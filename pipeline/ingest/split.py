@@ -158,7 +158,7 @@ def parse_item(title: str | None, body_lines: list[str], number: str | None = No
             continue
         # An agenda item page repeats its title and names its meeting before the minutes
         # ("Meeting of Cabinet, Thursday, 6th June, 2024 10.00 am (Item 4.)"): neither is
-        # the purpose line every passage would be read with.
+        # the purpose line every passage would be read with, nor text (the title leads it already).
         if section == "purpose" and (bare == (title or "").strip() or _MEETING_OF_LINE.match(bare)):
             continue
         if not line:
