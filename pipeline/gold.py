@@ -59,7 +59,12 @@ def prepare(row: dict) -> dict:
         found_title, text = None, "\n\n".join(p["text"] for p in parts)
     title = row.get("title") or found_title
     resolutions = "\n".join(p["resolutions"] for p in parts if p.get("resolutions")) or None
-    purpose = row.get("purpose") or (parts[0].get("purpose") if len(parts) == 1 else None)
+    # What the splitter found under a procedural heading ("Apologies for Absence", then the
+    # declarations of interest, up to the "Minutes" marker) is that heading's business: it is no
+    # purpose line for the item the row is labelled as.
+    is_found_items = len(parts) == 1 and not (
+        row.get("title") and found_title and found_title != row["title"] and is_procedural(found_title))
+    purpose = row.get("purpose") or (parts[0].get("purpose") if is_found_items else None)
     return {**row, "title": title, "text": text, "raw_text": row["text"],
             "purpose": purpose, "committee": row.get("committee") or row.get("meeting"),
             "resolutions": resolutions, "is_procedural": is_procedural(title)}

@@ -14,6 +14,7 @@ from pipeline.classify import aggregate, classify_records
 from pipeline.cli import app
 from pipeline.config import LABELS
 from pipeline.gold import prepare, read_labelled
+from pipeline.ingest.split import split_document
 from pipeline.passages import item_passages
 from pipeline.train import (
     TrainingArguments,
@@ -495,6 +496,15 @@ def test_a_labelled_rows_own_title_names_the_item():
                     "this quarter on care homes."})["title"] == "Care homes"
     # And one titled as procedural is procedural.
     assert prepare({**row, "title": "Apologies for Absence"})["is_procedural"]
+    # A whole meeting's page copied for one item: what precedes its "Minutes" marker belongs to
+    # the apologies, not to the item, and is not read as the item's purpose line.
+    page = {"id": "z", "title": "Fostering Service Inspection - Action Plan",
+            "text": "Apologies for Absence\n\nApologies were received from Councillor Reed.\n\n"
+                    "Declarations of Interest\n\nNone.\n\nMinutes\n\nThe minutes were agreed.\n\n"
+                    "Fostering Service Inspection - Action Plan\n\nThe action plan was presented."}
+    assert split_document(page["text"])["items"][0]["purpose"]  # the splitter did find one
+    assert prepare(page)["purpose"] is None
+    assert prepare({**page, "title": None})["is_procedural"]
 
 
 def test_frozen_lower_layers_are_computed_once_and_give_the_whole_models_logits(tiny_base, tmp_path):
