@@ -62,9 +62,9 @@ def prepare(row: dict) -> dict:
     # What the splitter found under a procedural heading ("Apologies for Absence", then the
     # declarations of interest, up to the "Minutes" marker) is that heading's business: it is no
     # purpose line for the item the row is labelled as.
-    is_found_items = len(parts) == 1 and not (
-        row.get("title") and found_title and found_title != row["title"] and is_procedural(found_title))
-    purpose = row.get("purpose") or (parts[0].get("purpose") if is_found_items else None)
+    found_purpose_is_the_rows = len(parts) == 1 and not (
+        found_title and found_title != title and is_procedural(found_title))
+    purpose = row.get("purpose") or (parts[0].get("purpose") if found_purpose_is_the_rows else None)
     return {**row, "title": title, "text": text, "raw_text": row["text"],
             "purpose": purpose, "committee": row.get("committee") or row.get("meeting"),
             "resolutions": resolutions, "is_procedural": is_procedural(title)}
