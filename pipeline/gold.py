@@ -67,5 +67,5 @@ def prepare(row: dict) -> dict:
     purpose = row.get("purpose") or (parts[0].get("purpose") if found_purpose_is_the_rows else None)
     return {**row, "title": title, "text": text, "raw_text": row["text"],
             "purpose": purpose, "committee": row.get("committee") or row.get("meeting"),
-            "resolutions": resolutions, "is_procedural": is_procedural(title)}
+            "resolutions": resolutions, "is_procedural": is_procedural(title, text)}
 

@@ -237,3 +237,31 @@ def test_a_page_copied_whole_loses_the_sites_menu_and_keeps_its_title_and_purpos
     assert "Calendar" not in item["text"] and "Forward Plans" not in item["text"]
     # A bullet of the minutes themselves is a sentence, not a menu entry: it stays, bullet and all.
     assert "• Meetings were held with every carer in the year." in item["text"]
+
+
+def test_a_meeting_swallowed_by_its_apologies_is_scored(tmp_path):
+    """A whole meeting copied as plain text with unnumbered headings is one item to the splitter,
+    titled by its first heading. Apologies take a few lines: under that title, a long item is the
+    rest of the meeting, and is classified; short apologies stay procedural and unscored."""
+    from pipeline.ingest.split import split_document
+
+    business = ("The Director reported that Ofsted had judged the council's children's services "
+                "good in every area at the inspection in May. Caseloads had fallen to eighteen a "
+                "worker and the use of agency social workers was down by a third. ")
+    meeting = "\n\n".join([
+        "Apologies for Absence", "Apologies were received from Councillor Reed.",
+        "Declarations of Interest", "None.",
+        "Children's Services Improvement Update", business * 8,
+    ])
+    (item,) = split_document(meeting)["items"]
+    assert item["title"] == "Apologies for Absence" and not item["is_procedural"]
+    brief = "\n\n".join(["Apologies for Absence", "Apologies were received from Councillors Reed and Khan."])
+    assert split_document(brief)["items"][0]["is_procedural"]
+    # Through ingest, the long item reaches the store as one to classify.
+    (tmp_path / "meeting.txt").write_text(meeting, encoding="utf-8")
+    db = store.connect(tmp_path / "m.db")
+    report = ingest_paths(db, [tmp_path / "meeting.txt"])
+    assert not report.failed
+    (stored,) = store.items_by_ids(db, report.item_ids)
+    assert not stored["is_procedural"]
+    assert store.items_without_predictions(db, "any-version")[0]["id"] == stored["id"]

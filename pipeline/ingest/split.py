@@ -118,8 +118,25 @@ def strip_boilerplate(line: str) -> str:
     return line.strip()
 
 
-def is_procedural(title: str | None) -> bool:
-    return bool(title and _PROCEDURAL.match(title.strip()))
+def is_procedural(title: str | None, text: str | None = None) -> bool:
+    """Meeting business that carries no label by the labelling guide (apologies, declarations,
+    the last meeting's minutes), by its title; procedural items are left unscored.
+
+    Given the item's `text`, apologies, declarations and substitutes longer than
+    `BRIEF_BUSINESS_MAX_WORDS` are not procedural: such an item is a whole meeting copied as plain
+    text with unnumbered headings, which the splitter could not cut, and left unscored its
+    inspection and its caseloads would never reach a director."""
+    if not (title and _PROCEDURAL.match(title.strip())):
+        return False
+    if text is not None and _BRIEF_BUSINESS.match(title.strip()):
+        return len(text.split()) - len(title.split()) <= BRIEF_BUSINESS_MAX_WORDS
+    return True
+
+
+# Apologies and declarations take a few lines; a list of twenty declarations is still well under
+# this. Minutes of the last meeting and public questions can be long, and stay procedural.
+BRIEF_BUSINESS_MAX_WORDS = 250
+_BRIEF_BUSINESS = re.compile(r"^(apologies|declarations? of|substitutes)", re.I)
 
 
 def _nonempty(lines: list[str], start: int = 0) -> int:
@@ -195,7 +212,7 @@ def parse_item(title: str | None, body_lines: list[str], number: str | None = No
         "minutes": "\n".join(minutes) or None,
         "resolutions": "\n".join(resolutions) or None,
         "text": text,
-        "is_procedural": is_procedural(title),
+        "is_procedural": is_procedural(title, text),
     }
 
 
