@@ -265,3 +265,16 @@ def test_a_meeting_swallowed_by_its_apologies_is_scored(tmp_path):
     (stored,) = store.items_by_ids(db, report.item_ids)
     assert not stored["is_procedural"]
     assert store.items_without_predictions(db, "any-version")[0]["id"] == stored["id"]
+
+
+def test_urgent_business_and_public_questions_are_scored():
+    """A resident's question on the commissioner's report, or a DfE letter taken as urgent
+    business, is labelled for what it says: such items are scored. Apologies, declarations and
+    the last meeting's minutes are meeting business and are not."""
+    from pipeline.ingest.split import is_procedural
+
+    for title in ("Public Questions", "Urgent Business", "Items of Urgent Business", "Public Participation"):
+        assert not is_procedural(title), title
+    for title in ("Apologies for Absence", "Declarations of Interest", "Minutes of the Previous Meeting",
+                  "Date of Next Meeting", "Exclusion of the Press and Public"):
+        assert is_procedural(title), title

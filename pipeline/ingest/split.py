@@ -69,10 +69,12 @@ _RESOLUTION_START = re.compile(
     r"^(?:RESOLVED|Resolved|AGREED|Agreed|DECISION|Decision|RECOMMENDED|It was resolved|"
     r"The (?:Committee|Cabinet|Board|Panel|Council) RESOLVED)\b"
 )
+# Meeting business, by its title. Urgent business and the public's questions are not here: what
+# they hold is any subject at all (a DfE letter that came after the agenda, a resident asking
+# what the commissioner's report means), and the labelling guide labels what an item says.
 _PROCEDURAL = re.compile(
     r"^(apologies|declarations? of (?:disclosable )?(?:pecuniary )?interests?|minutes?$|"
     r"minutes of the (?:previous|last) meeting|confirmation of (?:the )?minutes|"
-    r"(?:items of )?urgent business|public participation|public questions|questions from the public|"
     r"date(?:s)? of (?:the )?next meeting|exclusion of (?:the )?(?:press|public)|"
     r"substitutes)",
     re.I,
@@ -134,7 +136,7 @@ def is_procedural(title: str | None, text: str | None = None) -> bool:
 
 
 # Apologies and declarations take a few lines; a list of twenty declarations is still well under
-# this. Minutes of the last meeting and public questions can be long, and stay procedural.
+# this. Minutes of the last meeting can be long (matters arising), and stay procedural.
 BRIEF_BUSINESS_MAX_WORDS = 250
 _BRIEF_BUSINESS = re.compile(r"^(apologies|declarations? of|substitutes)", re.I)
 
