@@ -251,7 +251,7 @@ def test_a_meeting_swallowed_by_its_apologies_is_scored(tmp_path):
     meeting = "\n\n".join([
         "Apologies for Absence", "Apologies were received from Councillor Reed.",
         "Declarations of Interest", "None.",
-        "Children's Services Improvement Update", business * 8,
+        "Children's Services Improvement Update", business * 12,
     ])
     (item,) = split_document(meeting)["items"]
     assert item["title"] == "Apologies for Absence" and not item["is_procedural"]

@@ -135,9 +135,10 @@ def is_procedural(title: str | None, text: str | None = None) -> bool:
     return True
 
 
-# Apologies and declarations take a few lines; a list of twenty declarations is still well under
-# this. Minutes of the last meeting can be long (matters arising), and stay procedural.
-BRIEF_BUSINESS_MAX_WORDS = 250
+# Apologies take a few lines, and a long list of declarations, one councillor's interest a line,
+# two or three hundred words. Minutes of the last meeting can be long (matters arising), and stay
+# procedural.
+BRIEF_BUSINESS_MAX_WORDS = 400
 _BRIEF_BUSINESS = re.compile(r"^(apologies|declarations? of|substitutes)", re.I)
 
 
