@@ -329,14 +329,14 @@ def select(passages: list[str], scores: np.ndarray, resolution: str | None, max_
     numbers, dates, decisions, named inspectorates); no two near-duplicates. Purpose lines,
     report-speak and courtesies come only when nothing else fits."""
     texts = [compress(p, acronyms) for p in passages]
-    resolution_index = None
-    if resolution:
-        for i, p in enumerate(passages):
-            if normalise_for_match(p) in normalise_for_match(resolution) or _RESOLUTION_HEAD.match(p):
-                resolution_index = i
+    # Every passage of the resolutions, and any that opens "RESOLVED:" (an item can resolve more
+    # than once, or its resolutions go unfound): the heading is the page's, not the sentence's.
+    resolved = normalise_for_match(resolution) if resolution else None
+    resolution_indices = {i for i, (p, text) in enumerate(zip(passages, texts))
+                          if _RESOLUTION_HEAD.match(text) or (resolved and normalise_for_match(p) in resolved)}
     candidates = []
     for i, text in enumerate(texts):
-        if i == resolution_index:
+        if i in resolution_indices:
             text = _RESOLUTION_HEAD.sub("", text).strip()
             text = text[:1].upper() + text[1:]
             # "That the report be noted" says nothing a director needs.

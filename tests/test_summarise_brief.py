@@ -99,6 +99,24 @@ def test_select_keeps_the_resolution_drops_duplicates_and_fits_60_words():
     assert chosen[-1] == "That a market supplement of £3,000 be paid to experienced social workers."
 
 
+def test_every_resolution_loses_its_heading_and_a_noted_report_is_dropped():
+    """An item can resolve more than once, under a number ("12.3 RESOLVED – That ..."), or with
+    its resolutions unfound: no "RESOLVED" heading reaches a briefing, and a resolution that only
+    notes the report says nothing a director needs."""
+    passages = [
+        "Ofsted judged the fostering service good in March 2024.",
+        "12.3 RESOLVED – That the inspection report be noted and progress be reported in six months.",
+        "RESOLVED: That the report be noted.",
+        "Resolved: That the action plan be approved.",
+    ]
+    for resolution in (None, "RESOLVED: That the action plan be approved."):
+        chosen = select(passages, np.array([0.9, 0.5, 0.8, 0.4]), resolution, 60)
+        assert not any(c.lower().startswith("resolved") for c in chosen), chosen
+        assert "That the inspection report be noted and progress be reported in six months." in chosen
+        assert "That the action plan be approved." in chosen
+        assert not any(c.startswith("That the report be noted") for c in chosen)
+
+
 def test_unfaithful_briefing_falls_back_to_the_items_own_words():
     record = {"id": 1, "text": "Caseloads were 24 per worker.", "evidence": {}}
     passages = ["Caseloads were 24 per worker."]
