@@ -52,7 +52,8 @@ _PARENTHETICAL_REFS = re.compile(
     r"agenda pages?[^)]*|pages? \d[^)]*|item \d[^)]*|minute \d[^)]*)\)",
     re.I,
 )
-_RESOLUTION_HEAD = re.compile(r"^(?:RESOLVED|Resolved|AGREED|Agreed|DECISION|Decision)\s*[:–-]?\s*", re.I)
+# A whole word ("Decisions were deferred" and "Decision-making" are sentences, not headings).
+_RESOLUTION_HEAD = re.compile(r"^(?:RESOLVED|Resolved|AGREED|Agreed|DECISION|Decision)\b(?!-)\s*[:–-]?\s*", re.I)
 _BOILERPLATE = re.compile(
     r"pdf icon|\bPDF \d+ ?KB\b|view the full minutes text|supporting documents|additional documents|"
     # ModernGov's own menu, when a page was read whole

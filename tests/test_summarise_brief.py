@@ -115,6 +115,10 @@ def test_every_resolution_loses_its_heading_and_a_noted_report_is_dropped():
         assert "That the inspection report be noted and progress be reported in six months." in chosen
         assert "That the action plan be approved." in chosen
         assert not any(c.startswith("That the report be noted") for c in chosen)
+    # A sentence that opens with the word is not a heading.
+    for sentence in ("Decisions on the two remaining homes were deferred until June 2025.",
+                     "Decision-making in the front door had been audited by the service in May."):
+        assert select([sentence], np.array([0.9]), None, 60) == [sentence]
 
 
 def test_unfaithful_briefing_falls_back_to_the_items_own_words():
