@@ -39,6 +39,8 @@ def briefing_data(items: list[dict], predictions: dict[int, dict], summaries: di
             "evidence": prediction["evidence"],
             "briefing": summary["briefing"] if summary else None,
             "is_fallback": bool(summary["is_fallback"]) if summary else False,
+            # Where the item was read, only what is known: "( )" told a director nothing.
+            "where": ", ".join(part for part in (item["council"], item["committee"], item["date"]) if part),
         }
         (flagged if prediction["labels"] else unflagged).append(entry)
     groups = []

@@ -230,3 +230,26 @@ def test_evidence_and_facts_outrank_a_sentence_the_scorer_rates_a_little_higher(
              "Caseloads had reached a high level per worker in the spring."]
     chosen = select([passages[0]] + plain + [passages[3]], scores, None, 38)
     assert passages[3] in chosen and plain[0] not in chosen
+
+
+def test_an_unflagged_item_is_listed_with_only_what_is_known_of_where_it_was_read(tmp_path):
+    from pipeline.brief import briefing_data, render_text, write_briefing
+
+    def item(i, council, committee, date):
+        return {"id": i, "title": f"Item {i}", "council": council, "committee": committee,
+                "date": date, "source": f"/minutes/{i}.html"}
+
+    items = [item(1, None, None, None), item(2, None, "Cabinet", None),
+             item(3, "Eastfield City Council", "Cabinet", "2025-01-20")]
+    no_flag = {"labels": [], "scores": {}, "evidence": {}}
+    data = briefing_data(items, {i["id"]: no_flag for i in items}, {}, "Briefing", "Director", "night")
+    paths = write_briefing(data, tmp_path, None)
+    markdown = paths["md"].read_text()
+    text = render_text(data)
+    html = LexborHTMLParser(paths["html"].read_text())
+    listed = [li.text(strip=True) for li in html.css("#also-read li")]
+    assert "- Item 1\n" in markdown and "- Item 1\n" in text and listed[0] == "Item 1"
+    assert "- Item 2 (Cabinet)" in markdown and "- Item 2 (Cabinet)" in text
+    assert "- Item 3 (Eastfield City Council, Cabinet, 2025-01-20)" in markdown
+    assert listed[2] == "Item 3(Eastfield City Council, Cabinet, 2025-01-20)"
+    assert "( )" not in markdown + text + paths["html"].read_text()
