@@ -18,7 +18,7 @@ from pipeline.metrics import (
     label_metrics,
     system_metrics,
 )
-from pipeline.oracle import sentence_oracle
+from pipeline.oracle import rules_oracle, sentence_oracle
 from pipeline.stages import Classifier, Summariser
 
 # The keyword rules a careful analyst would write first (../shared/MODELS.md baseline).
@@ -190,10 +190,14 @@ def evaluate_gold(settings, gold_path, training_rows: list[dict]) -> dict:
             "first_60_words": briefing_metrics([first_words_baseline(r) for r in flagged], flagged),
             "lexrank": briefing_metrics([lexrank_baseline(r) for r in flagged], flagged),
             "sentence_oracle": briefing_metrics([sentence_oracle(r) for r in flagged], flagged),
+            "rules_oracle": briefing_metrics([rules_oracle(r) for r in flagged], flagged),
         }
         b = report["briefings"]
         report["briefings_gap_closed"] = gap_closed(b["model"]["rougeL"], b["first_60_words"]["rougeL"],
                                                     b["sentence_oracle"]["rougeL"])
+        # How much of the gap the selection rules leave to a perfect scorer.
+        report["rules_oracle_gap_closed"] = gap_closed(b["rules_oracle"]["rougeL"], b["first_60_words"]["rougeL"],
+                                                       b["sentence_oracle"]["rougeL"])
     return report
 
 

@@ -1,12 +1,15 @@
 """The oracle: the passages that, chosen with the reference briefing in hand, raise ROUGE most
 within the word limit. The summariser's scorer learns from its choices (`oracle_targets`), and
 evaluation prints it beside the systems as the ceiling of any extractive briefing
-(`sentence_oracle`)."""
+(`sentence_oracle`), and the same choice among the sentences our selection rules allow
+(`rules_oracle`): what a perfect scorer would reach with them, so the gap between our briefings
+and the oracle splits into what the rules cost and what the scorer does."""
 
 from __future__ import annotations
 
+from pipeline.faithfulness import unsupported_facts
 from pipeline.passages import acronyms_defined
-from pipeline.summarise import body_passages, compress
+from pipeline.summarise import body_passages, briefing_candidates, compress
 
 
 def greedy_oracle(passages: list[str], reference: str, max_words: int,
@@ -51,3 +54,16 @@ def sentence_oracle(row: dict, n_words: int = 60) -> str:
     acronyms = acronyms_defined(row["text"])
     passages = [compress(p, acronyms) for p in body_passages(row)]
     return " ".join(passages[i] for i in greedy_oracle(passages, row["briefing"], n_words, ("rougeL",)))
+
+
+def rules_oracle(row: dict, n_words: int = 60) -> str:
+    """Not a system: the sentence oracle restricted to what `summarise.select` may take, the
+    resolutions without their heading, no sentence that says nothing or fails the faithfulness
+    check, and announcements only when nothing else is left. The best briefing our rules allow,
+    chosen with the reference in hand: the scorer is what stands between it and ours."""
+    candidates = briefing_candidates(body_passages(row), row.get("resolutions"), row.get("title"),
+                                     acronyms_defined(row["text"]),
+                                     lambda sentence: not unsupported_facts(sentence, row["text"]))
+    pool = [text for _, text, is_announcing in candidates if not is_announcing]
+    pool = pool or [text for _, text, _ in candidates]
+    return " ".join(pool[i] for i in greedy_oracle(pool, row["briefing"], n_words, ("rougeL",)))

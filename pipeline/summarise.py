@@ -319,16 +319,14 @@ EVIDENCE_BONUS = 0.3
 FACT_BONUS = 0.15
 
 
-def select(passages: list[str], scores: np.ndarray, resolution: str | None, max_words: int,
-           title: str | None = None, acronyms: dict[str, str] | None = None,
-           evidence: set[int] | frozenset[int] = frozenset(),
-           is_faithful: Callable[[str], bool] | None = None) -> list[str]:
-    """The briefing's sentences, in document order, within `max_words`.
-
-    Order of choice: by the scorer's score for the sentence, raised for the classifier's
-    evidence (what the flag rests on) and for each kind of fact it carries (judgements,
-    numbers, dates, decisions, named inspectorates); no two near-duplicates. Purpose lines,
-    report-speak and courtesies come only when nothing else fits."""
+def briefing_candidates(passages: list[str], resolution: str | None, title: str | None = None,
+                        acronyms: dict[str, str] | None = None,
+                        is_faithful: Callable[[str], bool] | None = None) -> list[tuple[int, str, bool]]:
+    """The sentences a briefing may take, as (index of the passage, its compressed text, whether
+    it only announces): resolutions without their heading, and neither a sentence that says
+    nothing nor one the faithfulness check refuses. An announcing sentence (a purpose line,
+    report-speak, a courtesy, a sentence cut short) is taken only when nothing else is.
+    `select` chooses among them by score, `oracle.rules_oracle` with the reference in hand."""
     texts = [compress(p, acronyms) for p in passages]
     # Every passage of the resolutions, and any that opens "RESOLVED:" (an item can resolve more
     # than once, or its resolutions go unfound): the heading is the page's, not the sentence's.
@@ -344,17 +342,33 @@ def select(passages: list[str], scores: np.ndarray, resolution: str | None, max_
             if re.fullmatch(r"(?:that )?(?:\(\w{1,3}\) )?the (?:report|update|presentation)s? (?:be|is|was) "
                             r"noted[.;]?(?: and)?", text, re.I):
                 continue
-            texts[i] = text
         if _says_nothing(passages[i], text, title) or (is_faithful and not is_faithful(text)):
             continue
         # An item cut short ends in a broken sentence ("... the provision to extend these to oth").
         is_cut_short = i == len(passages) - 1 and not passages[i].rstrip().endswith(tuple(".!?:;)\"'’”"))
-        is_announcing = is_announcement(text) or is_cut_short
+        candidates.append((i, text, is_announcement(text) or is_cut_short))
+    return candidates
+
+
+def select(passages: list[str], scores: np.ndarray, resolution: str | None, max_words: int,
+           title: str | None = None, acronyms: dict[str, str] | None = None,
+           evidence: set[int] | frozenset[int] = frozenset(),
+           is_faithful: Callable[[str], bool] | None = None) -> list[str]:
+    """The briefing's sentences, in document order, within `max_words`.
+
+    Order of choice: by the scorer's score for the sentence, raised for the classifier's
+    evidence (what the flag rests on) and for each kind of fact it carries (judgements,
+    numbers, dates, decisions, named inspectorates); no two near-duplicates. Purpose lines,
+    report-speak and courtesies come only when nothing else fits."""
+    texts = {}
+    ranked = []
+    for i, text, is_announcing in briefing_candidates(passages, resolution, title, acronyms, is_faithful):
+        texts[i] = text
         priority = float(scores[i]) + EVIDENCE_BONUS * (i in evidence) + FACT_BONUS * fact_weight(text)
-        candidates.append((is_announcing, -priority, i))
+        ranked.append((is_announcing, -priority, i))
     chosen: dict[int, str] = {}
     used = 0
-    for is_announcing, _, i in sorted(candidates):
+    for is_announcing, _, i in sorted(ranked):
         if is_announcing and chosen:
             break  # an announcement only when nothing else says what happened
         text = texts[i]

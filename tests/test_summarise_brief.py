@@ -253,3 +253,29 @@ def test_an_unflagged_item_is_listed_with_only_what_is_known_of_where_it_was_rea
     assert "- Item 3 (Eastfield City Council, Cabinet, 2025-01-20)" in markdown
     assert listed[2] == "Item 3(Eastfield City Council, Cabinet, 2025-01-20)"
     assert "( )" not in markdown + text + paths["html"].read_text()
+
+
+def test_the_rules_oracle_takes_only_what_the_selection_may_take():
+    from pipeline.oracle import rules_oracle
+
+    text = ("Ofsted Focused Visit\n"
+            "To consider the letter from Ofsted following the focused visit.\n"
+            "The Director presented the report.\n"
+            "Inspectors found that the front door was effective in March 2025.\n"
+            "Caseloads in the assessment teams were 24 children per worker.\n"
+            "RESOLVED: That the Committee receives an update in June 2025.")
+    row = {"id": "o", "title": "Ofsted Focused Visit", "text": text,
+           "resolutions": "That the Committee receives an update in June 2025.",
+           "briefing": "The Committee considered the letter from Ofsted following the focused visit and "
+                       "the report presented. Inspectors found the front door effective in March 2025 and "
+                       "asked for an update in June 2025."}
+    briefing = rules_oracle(row)
+    # The reference repeats the purpose line and the report-speak, but other sentences say what
+    # happened, so the rules leave them out; the resolution comes without its heading.
+    assert "Inspectors found that the front door was effective in March 2025." in briefing
+    assert "To consider" not in briefing and "presented the report" not in briefing
+    assert "RESOLVED" not in briefing and len(briefing.split()) <= 60
+    # With nothing but announcements, an announcement is what is left to take.
+    only = {**row, "text": "Ofsted Focused Visit\nTo consider the letter from Ofsted following the focused visit.",
+            "resolutions": None}
+    assert rules_oracle(only).startswith("To consider the letter from Ofsted")
