@@ -66,4 +66,6 @@ def rules_oracle(row: dict, n_words: int = 60) -> str:
                                      lambda sentence: not unsupported_facts(sentence, row["text"]))
     pool = [text for _, text, is_announcing in candidates if not is_announcing]
     pool = pool or [text for _, text, _ in candidates]
+    # Joined as `summarise_record` joins them: each ends a sentence.
+    pool = [t if t.endswith((".", "!", "?", "…", ";", ":")) else t + "." for t in pool]
     return " ".join(pool[i] for i in greedy_oracle(pool, row["briefing"], n_words, ("rougeL",)))
