@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pipeline.faithfulness import unsupported_facts
 from pipeline.passages import acronyms_defined
-from pipeline.summarise import body_passages, briefing_candidates, compress
+from pipeline.summarise import body_passages, briefing_candidates, compress, join_sentences
 
 
 def greedy_oracle(passages: list[str], reference: str, max_words: int,
@@ -66,6 +66,6 @@ def rules_oracle(row: dict, n_words: int = 60) -> str:
                                      lambda sentence: not unsupported_facts(sentence, row["text"]))
     pool = [text for _, text, is_announcing in candidates if not is_announcing]
     pool = pool or [text for _, text, _ in candidates]
-    # Joined as `summarise_record` joins them: each ends a sentence.
-    pool = [t if t.endswith((".", "!", "?", "…", ";", ":")) else t + "." for t in pool]
-    return " ".join(pool[i] for i in greedy_oracle(pool, row["briefing"], n_words, ("rougeL",)))
+    # Each ends a sentence, as in our briefings, so a name cannot run on across two of them.
+    pool = [join_sentences([text]) for text in pool]
+    return join_sentences([pool[i] for i in greedy_oracle(pool, row["briefing"], n_words, ("rougeL",))])

@@ -387,6 +387,12 @@ def select(passages: list[str], scores: np.ndarray, resolution: str | None, max_
     return [chosen[i] for i in sorted(chosen)]
 
 
+def join_sentences(sentences: list[str]) -> str:
+    """Chosen passages as one briefing: each ends a sentence (a purpose line or bullet often has
+    no full stop)."""
+    return " ".join(c if c.endswith((".", "!", "?", "…", ";", ":")) else c + "." for c in sentences).strip()
+
+
 def summarise_record(record: dict, passage_scores: np.ndarray, passages: list[str],
                      max_words: int = 60) -> dict:
     """One item's briefing from its passages' scores; the faithfulness check is applied here."""
@@ -396,8 +402,7 @@ def summarise_record(record: dict, passage_scores: np.ndarray, passages: list[st
     chosen = select(passages, np.asarray(passage_scores, dtype=float), record.get("resolutions"), max_words,
                     record.get("title"), acronyms_defined(record["text"]), evidence,
                     lambda sentence: not unsupported_facts(sentence, record["text"]))
-    # Joined passages each end a sentence: a purpose line or bullet often has no full stop.
-    briefing = " ".join(c if c.endswith((".", "!", "?", "…", ";", ":")) else c + "." for c in chosen).strip()
+    briefing = join_sentences(chosen)
     is_fallback = False
     if not briefing or unsupported_facts(briefing, record["text"]) or len(briefing.split()) > max_words:
         is_fallback = True
