@@ -444,6 +444,8 @@ def model_card_text(card: dict) -> str:
     if card.get("thresholds"):
         lines.append(f"- Thresholds (chosen on the validation items: {card.get('validation', 'a split')}): "
                      f"{json.dumps(card['thresholds'])}")
+    if card.get("named_in_item"):
+        lines.append(f"- A label only where the item names (regular expression): {json.dumps(card['named_in_item'])}")
     lines.append(f"- Validation metrics: {json.dumps(card.get('metrics', {}))}")
     lines += ["", "Load with `minutes classify --model THIS_FOLDER`; weights are safetensors."]
     return "\n".join(lines) + "\n"
@@ -479,7 +481,7 @@ def train_classifier(
     """Train, choose thresholds on validation items, save a model folder; returns the folder.
     Validation items are `validation_rows` when given (wording held out from training), else a
     share of `rows` split off by the seed."""
-    from pipeline.classify import classify_records
+    from pipeline.classify import NAMED_IN_ITEM, classify_records
     from pipeline.metrics import label_metrics
 
     args = args or TrainingArguments()
@@ -512,8 +514,9 @@ def train_classifier(
                                  {i: label for i, label in enumerate(LABELS)}, on_step, contexts,
                                  np.array(weights, dtype=np.float32), np.array(thinned, dtype=bool))
     context_card = CONTEXT_SCHEME if args.context else None
-    loaded = modelfolder.LoadedModel(Path("."), {"thresholds": {l: 0.5 for l in LABELS},
-                                                 "context": context_card}, tokenizer, model)
+    # Thresholds are chosen as classify will read: with the context and what an item must name.
+    loaded = modelfolder.LoadedModel(Path("."), {"thresholds": {l: 0.5 for l in LABELS}, "context": context_card,
+                                                 "named_in_item": NAMED_IN_ITEM}, tokenizer, model)
     thresholds = {label: 0.5 for label in LABELS}
     metrics = {}
     if val_rows:
@@ -537,7 +540,7 @@ def train_classifier(
         "training_passages": len(pairs), "arguments": dataclasses.asdict(args),
         "metrics": metrics, "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "training_seconds": time.perf_counter() - started, "max_tokens": args.max_tokens,
-        "context": context_card,
+        "context": context_card, "named_in_item": NAMED_IN_ITEM,
     }
     folder = modelfolder.kind_dir(out_root, "classifier") / version
     save_folder(folder, model, tokenizer, card, texts, contexts)

@@ -579,3 +579,37 @@ def test_page_fields_are_not_scored_and_so_never_evidence(tiny_models, monkeypat
     [prediction] = classify_records(loaded, [record])
     assert scored == ["Improvement Plan", "The Cabinet approved the improvement plan for children's services."]
     assert all(not is_page_field(s) for sentences in prediction["evidence"].values() for s in sentences)
+
+
+def test_an_item_that_names_no_inspection_carries_no_inspection_outcome(tiny_models, monkeypatch):
+    """The labelling guide defines an inspection outcome as the result of a named external
+    inspection or visit: however high a passage scores, an item naming none is not flagged,
+    its score is 0 and no sentence is quoted; one naming Ofsted, a visit or a written statement
+    of action keeps the model's decision. The rule travels on the model card."""
+    from pipeline import classify
+    from pipeline.classify import NAMED_IN_ITEM, unnamed_labels
+
+    budget = {"id": "budget", "title": "Budget Monitoring Quarter 2",
+              "text": "Demand for help and protection continued to rise across the service."}
+    visit = {"id": "visit", "title": "Children's Services Update",
+             "text": "The focused visit letter praised the front door. The overall judgement was good."}
+    assert unnamed_labels(budget, NAMED_IN_ITEM) == {"inspection_outcome"}
+    assert unnamed_labels(visit, NAMED_IN_ITEM) == set()
+    assert unnamed_labels({"title": "Ofsted ILACS", "text": "Judged good."}, NAMED_IN_ITEM) == set()
+    assert unnamed_labels({"text": "The SEND written statement of action was agreed."}, NAMED_IN_ITEM) == set()
+    assert unnamed_labels({"text": "The Care Inspectorate Wales letter was noted."}, NAMED_IN_ITEM) == set()
+    assert unnamed_labels(budget, {}) == set()
+
+    monkeypatch.setattr(classify, "score_texts",
+                        lambda loaded, texts, *args, **kwargs: np.full((len(texts), len(LABELS)), 0.9))
+    loaded = modelfolder.load(modelfolder.promoted_folder(tiny_models, "classifier"))
+    assert loaded.card["named_in_item"] == NAMED_IN_ITEM  # written at training
+    by_id = {p["id"]: p for p in classify_records(loaded, [budget, visit])}
+    assert "inspection_outcome" not in by_id["budget"]["labels"]
+    assert by_id["budget"]["scores"]["inspection_outcome"] == 0.0
+    assert "inspection_outcome" not in by_id["budget"]["evidence"]
+    assert set(by_id["budget"]["labels"]) == {"intervention_notice", "workforce_concern"}
+    assert set(by_id["visit"]["labels"]) == set(LABELS)
+    # A model folder trained before the rule keeps its own figures: its card applies none.
+    loaded.card.pop("named_in_item")
+    assert "inspection_outcome" in classify_records(loaded, [budget])[0]["labels"]
