@@ -27,7 +27,7 @@ INT8_RECHECK_LOGITS = 1.5
 # What an item must name before it can carry a label, for the labels the labelling guide defines
 # by a named thing: an inspection outcome is "the result of an external inspection or regulatory
 # visit", so an item that names no inspection, inspectorate or visit reports none. On real
-# minutes the model alone took a budget report's sentence on demand for help and protection, and a
+# minutes the model alone took a budget report's sentence on rising demand, and a
 # youth offending item's word "deemed", for inspection findings (0.98 and 0.93 read alone): phrases
 # its written positives share with judgements. No inspection outcome in dev60, the
 # written validation items, or 102 real items of 55 other councils names none of these (README,

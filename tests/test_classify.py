@@ -590,7 +590,7 @@ def test_an_item_that_names_no_inspection_carries_no_inspection_outcome(tiny_mod
     from pipeline.classify import NAMED_IN_ITEM, unnamed_labels
 
     budget = {"id": "budget", "title": "Budget Monitoring Quarter 2",
-              "text": "Demand for help and protection continued to rise across the service."}
+              "text": "The overspend reflects more children in care and higher placement costs."}
     visit = {"id": "visit", "title": "Children's Services Update",
              "text": "The focused visit letter praised the front door. The overall judgement was good."}
     assert unnamed_labels(budget, NAMED_IN_ITEM) == {"inspection_outcome"}
