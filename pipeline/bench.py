@@ -25,6 +25,7 @@ import numpy as np
 import psutil
 
 from pipeline import modelfolder, store
+from pipeline.classify import unnamed_labels
 from pipeline.config import LABELS, REPO_ROOT, Source, load_settings
 from pipeline.inference import encode
 from pipeline.passages import item_context, item_passages
@@ -81,7 +82,8 @@ def naive_classify(folder: Path, records: list[dict], thresholds: dict, device: 
 
     classifier = hf_pipeline("text-classification", model=str(folder), tokenizer=str(folder),
                              top_k=None, function_to_apply="sigmoid", device=device)
-    with_context = bool(modelfolder.read_card(folder).get("context"))
+    card = modelfolder.read_card(folder)
+    with_context = bool(card.get("context"))
     out = []
     for record in records:
         passages = item_passages(record["text"], record.get("title"))
@@ -94,6 +96,9 @@ def naive_classify(folder: Path, records: list[dict], thresholds: dict, device: 
                 answer = answer[0]
             for result in answer:
                 scores[i, LABELS.index(result["label"])] = result["score"]
+        # The card's rule on what an item must name, as its reader would apply it.
+        for label in unnamed_labels(record, card.get("named_in_item") or {}):
+            scores[:, LABELS.index(label)] = 0.0
         best = scores.max(axis=0) if len(passages) else np.zeros(len(LABELS))
         out.append({"id": record["id"], "labels": [l for j, l in enumerate(LABELS) if best[j] >= thresholds[l]],
                     "scores": {l: float(best[j]) for j, l in enumerate(LABELS)}})

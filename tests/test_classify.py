@@ -604,6 +604,7 @@ def test_an_item_that_names_no_inspection_carries_no_inspection_outcome(tiny_mod
                         lambda loaded, texts, *args, **kwargs: np.full((len(texts), len(LABELS)), 0.9))
     loaded = modelfolder.load(modelfolder.promoted_folder(tiny_models, "classifier"))
     assert loaded.card["named_in_item"] == NAMED_IN_ITEM  # written at training
+    loaded.card["thresholds"] = {label: 0.5 for label in LABELS}  # every passage scores 0.9
     by_id = {p["id"]: p for p in classify_records(loaded, [budget, visit])}
     assert "inspection_outcome" not in by_id["budget"]["labels"]
     assert by_id["budget"]["scores"]["inspection_outcome"] == 0.0
