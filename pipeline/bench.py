@@ -25,7 +25,7 @@ import numpy as np
 import psutil
 
 from pipeline import modelfolder, store
-from pipeline.classify import unnamed_labels
+from pipeline.classify import apply_named_in_item
 from pipeline.config import LABELS, REPO_ROOT, Source, load_settings
 from pipeline.inference import encode
 from pipeline.passages import item_context, item_passages
@@ -97,8 +97,7 @@ def naive_classify(folder: Path, records: list[dict], thresholds: dict, device: 
             for result in answer:
                 scores[i, LABELS.index(result["label"])] = result["score"]
         # The card's rule on what an item must name, as its reader would apply it.
-        for label in unnamed_labels(record, card.get("named_in_item") or {}):
-            scores[:, LABELS.index(label)] = 0.0
+        scores = apply_named_in_item(record, scores, card.get("named_in_item") or {})
         best = scores.max(axis=0) if len(passages) else np.zeros(len(LABELS))
         out.append({"id": record["id"], "labels": [l for j, l in enumerate(LABELS) if best[j] >= thresholds[l]],
                     "scores": {l: float(best[j]) for j, l in enumerate(LABELS)}})

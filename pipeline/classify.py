@@ -46,6 +46,17 @@ def unnamed_labels(record: dict, named_in_item: dict[str, str]) -> set[str]:
     return {label for label, pattern in named_in_item.items() if not re.search(pattern, text)}
 
 
+def apply_named_in_item(record: dict, passage_scores: np.ndarray, named_in_item: dict[str, str]) -> np.ndarray:
+    """One item's passage scores with the labels it does not name scored 0 (a copy when any is),
+    so the item cannot carry them and no passage is their evidence."""
+    unnamed = unnamed_labels(record, named_in_item)
+    if not unnamed:
+        return passage_scores
+    passage_scores = passage_scores.copy()
+    passage_scores[:, [LABELS.index(label) for label in unnamed]] = 0.0
+    return passage_scores
+
+
 def _logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(p, 1e-7, 1 - 1e-7)
     return np.log(p / (1 - p))
@@ -133,11 +144,7 @@ def classify_records(loaded, records: list[dict], batch_size: int = 32, max_toke
             result = {"labels": [], "scores": {label: 0.0 for label in LABELS}, "evidence": {}}
         else:
             start, length, has_title = span
-            item_scores = scores[start:start + length]
-            unnamed = unnamed_labels(record, named_in_item)
-            if unnamed:  # scored 0: the item cannot carry the label, so no passage is its evidence
-                item_scores = item_scores.copy()
-                item_scores[:, [LABELS.index(label) for label in unnamed]] = 0.0
+            item_scores = apply_named_in_item(record, scores[start:start + length], named_in_item)
             result = aggregate(all_passages[start:start + length], item_scores,
                                thresholds, evidence_per_label, has_title)
         out.append({"id": record["id"], **result})
