@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from pipeline import modelfolder, store
-from pipeline.classify import apply_named_in_item
+from pipeline import modelfolder, store, tfidf
+from pipeline.classify import apply_named_in_item, blend
 from pipeline.config import LABELS, REPO_ROOT, Source, load_settings
 from pipeline.inference import encode
 from pipeline.passages import item_context, item_passages
@@ -84,6 +84,8 @@ def naive_classify(folder: Path, records: list[dict], thresholds: dict, device: 
                              top_k=None, function_to_apply="sigmoid", device=device)
     card = modelfolder.read_card(folder)
     with_context = bool(card.get("context"))
+    share = float((card.get("tfidf") or {}).get("share") or 0.0)
+    words = tfidf.load(folder) if share > 0 else None
     out = []
     for record in records:
         passages = item_passages(record["text"], record.get("title"))
@@ -99,6 +101,8 @@ def naive_classify(folder: Path, records: list[dict], thresholds: dict, device: 
         # The card's rule on what an item must name, as its reader would apply it.
         scores = apply_named_in_item(record, scores, card.get("named_in_item") or {})
         best = scores.max(axis=0) if len(passages) else np.zeros(len(LABELS))
+        if words is not None:  # and the card's blend with the item's words
+            best = blend(best, tfidf.probabilities(words, [record["text"]])[0], share)
         out.append({"id": record["id"], "labels": [l for j, l in enumerate(LABELS) if best[j] >= thresholds[l]],
                     "scores": {l: float(best[j]) for j, l in enumerate(LABELS)}})
     return out
@@ -303,6 +307,19 @@ def run(n: int, device: str, use_int8: bool, rounds: int = 3) -> dict:
         results["classify"].update({"fp32_items_s_without_context": round(n / alone_s, 2),
                                     "fp32_items_s_with_context": round(n / paired_s, 2),
                                     "context_cost": round(paired_s / alone_s, 2)})
+    # What reading each item's words costs: the same weights, the card's blend left out.
+    if (loaded.card.get("tfidf") or {}).get("share"):
+        encoder_only = replace(fp32.loaded, card={**fp32.loaded.card, "tfidf": None})
+        start = time.perf_counter()
+        classify_records(encoder_only, records, stage_settings.batch_size, max_tokens, device,
+                         stage_settings.evidence_per_label)
+        encoder_s = time.perf_counter() - start
+        start = time.perf_counter()
+        fp32(records)
+        blended_s = time.perf_counter() - start
+        results["classify"].update({"fp32_items_s_without_words": round(n / encoder_s, 2),
+                                    "fp32_items_s_with_words": round(n / blended_s, 2),
+                                    "words_cost": round(blended_s / encoder_s, 3)})
     gflops = matmul_gflops(device)
     flops = forward_flops(fp32.loaded.model, tokens, len(texts))
     results["classify"].update({
@@ -382,6 +399,9 @@ def print_table(r: dict) -> None:
         print(f"context: passages read with their item's context {c['fp32_items_s_with_context']} items/s, "
               f"alone {c['fp32_items_s_without_context']} items/s (fp32, same weights): "
               f"{c['context_cost']}x the time")
+    if c.get("words_cost"):
+        print(f"item's words: blended {c['fp32_items_s_with_words']} items/s, encoder alone "
+              f"{c['fp32_items_s_without_words']} items/s (fp32, same weights): {c['words_cost']}x the time")
     if r.get("dev_macro_f1_fp32") is not None:
         print(f"dev60 macro-F1: fp32 {r['dev_macro_f1_fp32']}, int8 {r['dev_macro_f1_int8']}")
         if r["int8"] and r["dev_macro_f1_int8"] is not None:

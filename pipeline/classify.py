@@ -1,6 +1,7 @@
 """Classify items: score every passage, read with its item's context (committee, title, purpose
-line), with the fine-tuned encoder; take each label's best passage as the item's score, and keep the
-passages above the label's threshold as its evidence.
+line), with the fine-tuned encoder; take each label's best passage as the item's score (blended,
+where the model card says so, with a TF-IDF reading of the whole item), and keep the passages
+above the label's threshold as its evidence.
 
 A function over batches of plain records ({"id", "title", "text"}), so any engine can run it.
 `classify_pending` is the store's side of it, for the nightly run and `minutes classify`.
@@ -14,6 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from pipeline import tfidf
 from pipeline.config import LABELS
 from pipeline.inference import score_texts
 from pipeline.passages import is_page_field, item_context, item_passages
@@ -64,22 +66,28 @@ def _logit(p: np.ndarray) -> np.ndarray:
 
 def recheck_near_thresholds(loaded, passages: list[str], scores: np.ndarray, spans: list,
                             thresholds: dict[str, float], margin: float, batch_size: int,
-                            max_tokens: int, device: str, contexts: list[str] | None = None) -> int:
+                            max_tokens: int, device: str, contexts: list[str] | None = None,
+                            item_limits: list[np.ndarray | None] | None = None) -> int:
     """In place: where an item's best int8 score for a label lies within `margin` logits of the
     threshold, its passages within the margin get their fp32 scores. With int8 off by less than
     the margin, every other decision is already fp32's: an item whose best passage is clearly
     above (or below) stays so, and a passage clearly below cannot reach the threshold. So an
-    item's labels are those fp32 gives. Returns how many passages were scored again."""
-    limits = _logit(np.array([thresholds[label] for label in LABELS]))
+    item's labels are those fp32 gives. `item_limits` (one per span) are the passage log-odds at
+    which each item's decision turns when that is not the threshold (the TF-IDF blend moves
+    it); evidence is still taken at the threshold. Returns how many passages were scored again."""
+    thresholds_logit = _logit(np.array([thresholds[label] for label in LABELS]))
     logits = _logit(scores)
     close: list[int] = []
-    for span in spans:
+    for k, span in enumerate(spans):
         if span is None or span[1] == 0:
             continue
         start, length, _ = span
         item = logits[start:start + length]
-        undecided = np.abs(item.max(axis=0) - limits) < margin  # per label
-        near = (np.abs(item - limits) < margin) & undecided
+        turns = item_limits[k] if item_limits is not None and item_limits[k] is not None else thresholds_logit
+        # An item is undecided if its best passage is near where its decision turns; then every
+        # passage near that point or near the threshold (evidence) is scored again.
+        undecided = np.abs(item.max(axis=0) - turns) < margin  # per label
+        near = ((np.abs(item - turns) < margin) | (np.abs(item - thresholds_logit) < margin)) & undecided
         close += (start + np.flatnonzero(near.any(axis=1))).tolist()
     if close:
         scores[close] = score_texts(loaded.fp32(), [passages[i] for i in close], batch_size, max_tokens,
@@ -87,21 +95,44 @@ def recheck_near_thresholds(loaded, passages: list[str], scores: np.ndarray, spa
     return len(close)
 
 
+def blend(best: np.ndarray, words: np.ndarray | None, share: float) -> np.ndarray:
+    """Item scores from the encoder's best passage and the TF-IDF reader's probability for the
+    whole item, mixed in log-odds: `(1 - share) * logit(best) + share * logit(words)`. A best
+    passage of 0 (a label the item does not name) stays 0."""
+    best = np.asarray(best, dtype=np.float64)
+    if words is None or share <= 0:
+        return best
+    mixed = 1.0 / (1.0 + np.exp(-((1 - share) * _logit(best) + share * _logit(np.asarray(words)))))
+    return np.where(best <= 0, 0.0, mixed)
+
+
+def decision_limits(words: np.ndarray, thresholds: dict[str, float], share: float) -> np.ndarray:
+    """The best passage's log-odds at which a blended item's decision turns, per label."""
+    return (_logit(np.array([thresholds[label] for label in LABELS])) - share * _logit(words)) / (1 - share)
+
+
 def aggregate(passages: list[str], passage_scores: np.ndarray, thresholds: dict[str, float],
-              evidence_per_label: int = 3, has_title: bool = True) -> dict:
-    """Passage scores of one item -> its labels, scores and evidence."""
+              evidence_per_label: int = 3, has_title: bool = True,
+              item_scores: np.ndarray | None = None) -> dict:
+    """Passage scores of one item -> its labels, scores and evidence. The item's score for a
+    label is its best passage's, or `item_scores` where given (the blend with its words)."""
     labels, scores, evidence = [], {}, {}
     for j, label in enumerate(LABELS):
         column = passage_scores[:, j] if len(passages) else np.zeros(0)
-        score = float(column.max()) if len(column) else 0.0
+        best = float(column.max()) if len(column) else 0.0
+        score = float(item_scores[j]) if item_scores is not None else best
         scores[label] = round(score, 6)
-        if score < thresholds[label]:
+        if score < thresholds[label] or not len(column):
             continue
         labels.append(label)
         ranked = sorted(range(len(passages)), key=lambda i: -column[i])
+        above = [i for i in ranked if column[i] >= thresholds[label]]
         # Body sentences are better evidence than the title; the title stands in only alone.
-        body = [i for i in ranked if not (has_title and i == 0) and column[i] >= thresholds[label]]
-        chosen = body[:evidence_per_label] or ranked[:1]
+        body = [i for i in above if not (has_title and i == 0)]
+        # Blended with its words, an item can be flagged with no passage over the threshold:
+        # its best body sentence is then the evidence, so a flag always quotes the item.
+        best_body = [i for i in ranked if not (has_title and i == 0)][:1]
+        chosen = body[:evidence_per_label] or above[:1] or best_body or ranked[:1]
         evidence[label] = [passages[i] for i in sorted(chosen)]
     return {"labels": labels, "scores": scores, "evidence": evidence}
 
@@ -134,19 +165,29 @@ def classify_records(loaded, records: list[dict], batch_size: int = 32, max_toke
         if with_context:
             all_contexts += [item_context(record)] * len(passages)
     contexts = all_contexts if with_context else None
+    # The TF-IDF reader's probability for each scored item's whole text (a card's "tfidf").
+    share = float((loaded.card.get("tfidf") or {}).get("share") or 0.0) if loaded.words is not None else 0.0
+    words: list[np.ndarray | None] = [None] * len(records)
+    if share > 0:
+        scored = [k for k, span in enumerate(spans) if span is not None]
+        for k, row in zip(scored, tfidf.probabilities(loaded.words, [records[k]["text"] for k in scored])):
+            words[k] = row
     scores = score_texts(loaded, all_passages, batch_size, max_tokens, device, on_batch, contexts)
     if loaded.reference is not None:
+        limits = [None if w is None else decision_limits(w, thresholds, share) for w in words]
         recheck_near_thresholds(loaded, all_passages, scores, spans, thresholds, recheck_logits,
-                                batch_size, max_tokens, device, contexts)
+                                batch_size, max_tokens, device, contexts, limits)
     out = []
-    for record, span in zip(records, spans):
+    for record, span, item_words in zip(records, spans, words):
         if span is None:
             result = {"labels": [], "scores": {label: 0.0 for label in LABELS}, "evidence": {}}
         else:
             start, length, has_title = span
-            item_scores = apply_named_in_item(record, scores[start:start + length], named_in_item)
-            result = aggregate(all_passages[start:start + length], item_scores,
-                               thresholds, evidence_per_label, has_title)
+            passage_scores = apply_named_in_item(record, scores[start:start + length], named_in_item)
+            best = passage_scores.max(axis=0) if length else np.zeros(len(LABELS))
+            item_scores = blend(best, item_words, share) if item_words is not None else None
+            result = aggregate(all_passages[start:start + length], passage_scores,
+                               thresholds, evidence_per_label, has_title, item_scores)
         out.append({"id": record["id"], **result})
     return out
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import tfidf
 from pipeline.config import LABELS
 from pipeline.gold import prepare, read_gold
 from pipeline.metrics import (
@@ -36,24 +37,9 @@ def keyword_baseline(rows: list[dict]) -> list[list[str]]:
 
 
 def tfidf_baseline(train_rows: list[dict], rows: list[dict], seed: int = 13) -> list[list[str]]:
-    """TF-IDF over item text + one logistic regression per label, on the same training data."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-
-    vectoriser = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
-    x_train = vectoriser.fit_transform([r["text"] for r in train_rows])
-    x = vectoriser.transform([r["text"] for r in rows])
-    predicted = [[] for _ in rows]
-    for label in LABELS:
-        y = np.array([label in (r.get("labels") or []) for r in train_rows])
-        if y.all() or not y.any():
-            continue
-        model = LogisticRegression(max_iter=2000, class_weight="balanced", random_state=seed)
-        model.fit(x_train, y)
-        for i, flag in enumerate(model.predict(x)):
-            if flag:
-                predicted[i].append(label)
-    return predicted
+    """TF-IDF over item text + one logistic regression per label, on the same training data: the
+    reader a model card may blend in (`tfidf`), here alone."""
+    return tfidf.predict_labels(tfidf.fit(train_rows, seed=seed), [r["text"] for r in rows])
 
 
 # ---------------------------------------------------------------- briefings

@@ -162,6 +162,8 @@ class LoadedModel:
     # With int8, the same weights in fp32: passages whose int8 scores sit near a threshold are
     # scored again on it (classify.recheck_near_thresholds), so int8 never decides a close call.
     reference: object | None = None
+    # The TF-IDF reader of whole items (`tfidf.ItemWords`) when the card blends one in.
+    words: object | None = None
 
     @property
     def version(self) -> str:
@@ -212,4 +214,18 @@ def load(folder: Path, device: str = "cpu", quantize: bool = False, threads: int
             reference = copy.deepcopy(model)
         quantize_int8(model, load_file(folder / ACTIVATION_RANGES))
     model.to(device)
-    return LoadedModel(folder, card, tokenizer, model, reference)
+    words = None
+    if card.get("tfidf"):
+        from pipeline import tfidf
+        from pipeline.config import LABELS
+
+        if not (folder / tfidf.WEIGHTS).is_file() or not (folder / tfidf.VOCABULARY).is_file():
+            raise ModelError(f"{folder}: its {CARD} blends a TF-IDF reader but {tfidf.WEIGHTS} or "
+                             f"{tfidf.VOCABULARY} is missing: the folder is damaged; retrain with `minutes train`")
+        try:
+            words = tfidf.load(folder)
+        except (ValueError, KeyError) as error:
+            raise ModelError(f"{folder}: its TF-IDF reader cannot be read ({error}); retrain with `minutes train`") from error
+        if words.labels != list(LABELS):
+            raise ModelError(f"{folder}: its TF-IDF reader's labels {words.labels} are not {list(LABELS)}")
+    return LoadedModel(folder, card, tokenizer, model, reference, words)

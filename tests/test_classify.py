@@ -605,6 +605,7 @@ def test_an_item_that_names_no_inspection_carries_no_inspection_outcome(tiny_mod
     loaded = modelfolder.load(modelfolder.promoted_folder(tiny_models, "classifier"))
     assert loaded.card["named_in_item"] == NAMED_IN_ITEM  # written at training
     loaded.card["thresholds"] = {label: 0.5 for label in LABELS}  # every passage scores 0.9
+    loaded.card.pop("tfidf")  # the passages alone decide (the blend has its own test)
     by_id = {p["id"]: p for p in classify_records(loaded, [budget, visit])}
     assert "inspection_outcome" not in by_id["budget"]["labels"]
     assert by_id["budget"]["scores"]["inspection_outcome"] == 0.0
@@ -614,3 +615,99 @@ def test_an_item_that_names_no_inspection_carries_no_inspection_outcome(tiny_mod
     # A model folder trained before the rule keeps its own figures: its card applies none.
     loaded.card.pop("named_in_item")
     assert "inspection_outcome" in classify_records(loaded, [budget])[0]["labels"]
+
+
+def test_tfidf_reader_is_the_baseline_and_loads_from_safetensors(tmp_path):
+    """The whole-item reader computes what scikit-learn's TfidfVectorizer and LogisticRegression
+    compute, and travels as safetensors and JSON: nothing in a model folder is unpickled."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    from pipeline import tfidf
+
+    rows = [prepare(r) for r in composed_rows(80)]
+    unseen = [r["text"] for r in (prepare(r) for r in composed_rows(10, offset=200))]
+    words = tfidf.fit(rows)
+    vectoriser = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
+    x = vectoriser.fit_transform([r["text"] for r in rows])
+    assert abs(tfidf.features(words, unseen) - vectoriser.transform(unseen)).max() < 1e-12
+    j = LABELS.index("workforce_concern")
+    y = np.array(["workforce_concern" in r["labels"] for r in rows])
+    assert 0 < y.sum() < len(y)
+    regression = LogisticRegression(max_iter=2000, class_weight="balanced", random_state=13).fit(x, y)
+    np.testing.assert_allclose(tfidf.probabilities(words, unseen)[:, j],
+                               regression.predict_proba(vectoriser.transform(unseen))[:, 1], atol=1e-9)
+    assert [("workforce_concern" in p) for p in tfidf.predict_labels(words, unseen)] == \
+        list(regression.predict(vectoriser.transform(unseen)))
+    tfidf.save(words, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([tfidf.WEIGHTS, tfidf.VOCABULARY])
+    np.testing.assert_array_equal(tfidf.probabilities(tfidf.load(tmp_path), unseen),
+                                  tfidf.probabilities(words, unseen))
+    # A label no training item carries is never predicted.
+    none = tfidf.fit([{**r, "labels": [l for l in r["labels"] if l != "workforce_concern"]} for r in rows])
+    assert not any("workforce_concern" in p for p in tfidf.predict_labels(none, unseen))
+
+
+def test_an_items_words_blend_with_its_best_passage(tiny_models, tmp_path, monkeypatch):
+    """With a card's "tfidf", an item's score mixes its best passage's log-odds with the TF-IDF
+    reader's for its whole text; a flag whose passages all sit below the threshold quotes the
+    item's best body sentence (not its title); a label the item does not name stays 0; a card
+    without the key scores the best passage alone."""
+    import shutil
+
+    from pipeline import classify, tfidf
+
+    folder = modelfolder.promoted_folder(tiny_models, "classifier")
+    loaded = modelfolder.load(folder)
+    assert loaded.card["tfidf"]["share"] == 0.5 and loaded.words is not None  # written at training
+    assert (folder / tfidf.WEIGHTS).is_file() and (folder / tfidf.VOCABULARY).is_file()
+    record = {"id": "budget", "title": "Children's Services Budget Update",
+              "text": "Children's Services Budget Update\nThe overspend was reported. "
+                      "Posts in the assessment teams were hard to fill."}
+    passage_scores = {"Children's Services Budget Update": 0.45, "The overspend was reported.": 0.30,
+                      "Posts in the assessment teams were hard to fill.": 0.40}
+    monkeypatch.setattr(classify, "score_texts", lambda loaded, texts, *a, **k: np.array(
+        [[passage_scores[t]] * len(LABELS) for t in texts]))
+    words = {"intervention_notice": 0.1, "inspection_outcome": 0.99, "workforce_concern": 0.9}
+    monkeypatch.setattr(tfidf, "probabilities", lambda reader, texts: np.array(
+        [[words[l] for l in LABELS]] * len(texts)))
+    loaded.card["thresholds"] = {label: 0.5 for label in LABELS}
+    [prediction] = classify_records(loaded, [record])
+    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+    expected = 1 / (1 + np.exp(-(0.5 * logit(0.45) + 0.5 * logit(0.9))))
+    assert prediction["scores"]["workforce_concern"] == pytest.approx(expected, abs=1e-6)
+    assert prediction["labels"] == ["workforce_concern"]
+    assert prediction["evidence"]["workforce_concern"] == ["Posts in the assessment teams were hard to fill."]
+    assert prediction["scores"]["inspection_outcome"] == 0.0  # names no inspection
+    assert prediction["scores"]["intervention_notice"] < 0.45
+    loaded.card.pop("tfidf")
+    [alone] = classify_records(loaded, [record])
+    assert alone["labels"] == [] and alone["scores"]["workforce_concern"] == pytest.approx(0.45)
+    # A card that blends a reader its folder lacks is a damaged folder.
+    damaged = tmp_path / folder.name
+    shutil.copytree(folder, damaged)
+    (damaged / tfidf.WEIGHTS).unlink()
+    with pytest.raises(modelfolder.ModelError, match=tfidf.WEIGHTS):
+        modelfolder.load(damaged)
+
+
+def test_int8_recheck_follows_where_a_blended_items_decision_turns(tiny_models):
+    """Blended with its words, an item's decision turns where its best passage reaches
+    `decision_limits`, not the threshold: the close calls are the passages near that point."""
+    from pipeline.classify import blend, decision_limits, recheck_near_thresholds
+
+    folder = modelfolder.promoted_folder(tiny_models, "classifier")
+    int8 = modelfolder.load(folder, quantize=True)
+    passages = [p for r in composed_rows(2, offset=200) for p in item_passages(r["text"], r.get("title"))][:2]
+    probability = lambda logit: 1 / (1 + np.exp(-logit))  # noqa: E731
+    scores = np.full((2, len(LABELS)), probability(-9.0), dtype=np.float32)
+    scores[:, 0] = probability(np.array([3.0, -6.0]))  # the best passage is far above the threshold
+    thresholds = {l: 0.5 for l in LABELS}
+    words = np.array([probability(-3.0), 0.5, 0.5])  # the item's words pull it back to the line
+    limits = decision_limits(words, thresholds, 0.5)
+    assert limits[0] == pytest.approx(3.0)
+    assert blend(np.array([probability(3.0)] * 3), words, 0.5)[0] == pytest.approx(0.5)
+    given = scores.copy()
+    assert recheck_near_thresholds(int8, passages, given, [(0, 2, False)], thresholds, 1.0, 8, 128, "cpu") == 0
+    assert recheck_near_thresholds(int8, passages, scores, [(0, 2, False)], thresholds, 1.0, 8, 128, "cpu",
+                                   item_limits=[limits]) == 1
