@@ -456,6 +456,11 @@ def model_card_text(card: dict) -> str:
                      f"{json.dumps(card['thresholds'])}")
     if card.get("named_in_item"):
         lines.append(f"- A label only where the item names (regular expression): {json.dumps(card['named_in_item'])}")
+    if card.get("tfidf"):
+        words = card["tfidf"]
+        lines.append(f"- Item score: the best passage's log-odds blended with a TF-IDF + logistic regression reading of "
+                     f"the whole item (share {words['share']}, n-grams {words['ngrams']}, min_df {words['min_df']}; "
+                     f"tfidf.safetensors and tfidf_vocabulary.json)")
     lines.append(f"- Validation metrics: {json.dumps(card.get('metrics', {}))}")
     lines += ["", "Load with `minutes classify --model THIS_FOLDER`; weights are safetensors."]
     return "\n".join(lines) + "\n"
