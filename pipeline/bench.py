@@ -294,29 +294,27 @@ def run(n: int, device: str, use_int8: bool, rounds: int = 3) -> dict:
     contexts = ([item_context(r) for r in records if not r["is_procedural"]
                  for _ in item_passages(r["text"], r.get("title"))] if loaded.card.get("context") else None)
     tokens = sum(len(ids) for ids in encode(loaded.tokenizer, texts, max_tokens, contexts)["input_ids"])
-    # What reading each passage with its item's context costs: the same weights, passages alone.
-    if loaded.card.get("context"):
-        alone = replace(fp32.loaded, card={**fp32.loaded.card, "context": None})
+    def without(card_key: str) -> tuple[float, float]:
+        """Seconds to classify the records in fp32 with the card's `card_key` left out, then as is:
+        the same weights, so the ratio is what that part of the card costs."""
+        bare = replace(fp32.loaded, card={**fp32.loaded.card, card_key: None})
         start = time.perf_counter()
-        classify_records(alone, records, stage_settings.batch_size, max_tokens, device,
+        classify_records(bare, records, stage_settings.batch_size, max_tokens, device,
                          stage_settings.evidence_per_label)
-        alone_s = time.perf_counter() - start
+        bare_s = time.perf_counter() - start
         start = time.perf_counter()
         fp32(records)
-        paired_s = time.perf_counter() - start
+        return bare_s, time.perf_counter() - start
+
+    # What reading each passage with its item's context costs: the same weights, passages alone.
+    if loaded.card.get("context"):
+        alone_s, paired_s = without("context")
         results["classify"].update({"fp32_items_s_without_context": round(n / alone_s, 2),
                                     "fp32_items_s_with_context": round(n / paired_s, 2),
                                     "context_cost": round(paired_s / alone_s, 2)})
     # What reading each item's words costs: the same weights, the card's blend left out.
     if (loaded.card.get("tfidf") or {}).get("share"):
-        encoder_only = replace(fp32.loaded, card={**fp32.loaded.card, "tfidf": None})
-        start = time.perf_counter()
-        classify_records(encoder_only, records, stage_settings.batch_size, max_tokens, device,
-                         stage_settings.evidence_per_label)
-        encoder_s = time.perf_counter() - start
-        start = time.perf_counter()
-        fp32(records)
-        blended_s = time.perf_counter() - start
+        encoder_s, blended_s = without("tfidf")
         results["classify"].update({"fp32_items_s_without_words": round(n / encoder_s, 2),
                                     "fp32_items_s_with_words": round(n / blended_s, 2),
                                     "words_cost": round(blended_s / encoder_s, 3)})
