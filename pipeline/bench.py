@@ -84,7 +84,7 @@ def naive_classify(folder: Path, records: list[dict], thresholds: dict, device: 
                              top_k=None, function_to_apply="sigmoid", device=device)
     card = modelfolder.read_card(folder)
     with_context = bool(card.get("context"))
-    share = float((card.get("tfidf") or {}).get("share") or 0.0)
+    share = tfidf.card_share(card)
     words = tfidf.load(folder) if share > 0 else None
     out = []
     for record in records:
@@ -313,7 +313,7 @@ def run(n: int, device: str, use_int8: bool, rounds: int = 3) -> dict:
                                     "fp32_items_s_with_context": round(n / paired_s, 2),
                                     "context_cost": round(paired_s / alone_s, 2)})
     # What reading each item's words costs: the same weights, the card's blend left out.
-    if (loaded.card.get("tfidf") or {}).get("share"):
+    if tfidf.card_share(loaded.card):
         encoder_s, blended_s = without("tfidf")
         results["classify"].update({"fp32_items_s_without_words": round(n / encoder_s, 2),
                                     "fp32_items_s_with_words": round(n / blended_s, 2),

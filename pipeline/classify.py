@@ -166,7 +166,7 @@ def classify_records(loaded, records: list[dict], batch_size: int = 32, max_toke
             all_contexts += [item_context(record)] * len(passages)
     contexts = all_contexts if with_context else None
     # The TF-IDF reader's probability for each scored item's whole text (a card's "tfidf").
-    share = float((loaded.card.get("tfidf") or {}).get("share") or 0.0) if loaded.words is not None else 0.0
+    share = tfidf.card_share(loaded.card) if loaded.words is not None else 0.0
     words: list[np.ndarray | None] = [None] * len(records)
     if share > 0:
         scored = [k for k, span in enumerate(spans) if span is not None]

@@ -37,6 +37,11 @@ class ItemWords:
     labels: list[str]
 
 
+def card_share(card: dict) -> float:
+    """The share of the item's words in its score, as a model card gives it (0: not blended)."""
+    return float((card.get("tfidf") or {}).get("share") or 0.0)
+
+
 def _counts(terms: list[str], texts: list[str]):
     from sklearn.feature_extraction.text import CountVectorizer
 
