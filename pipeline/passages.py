@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+
 # Abbreviations after which a full stop does not end a sentence.
 _ABBREVIATIONS = (
     "Cllr", "Councillor", "Mr", "Mrs", "Ms", "Dr", "Prof", "No", "Nos", "para", "paras", "e.g", "i.e",
@@ -75,6 +77,54 @@ def _chunk_long(sentence: str) -> list[str]:
     return out
 
 
+# A PDF's text layer breaks every line at the page's width ("... services by Care\nInspectorate
+# Wales (CIW), highlighting ..."): read line by line, each sentence becomes fragments that neither
+# the classifier nor a briefing can use. Such a text is told by its lines: many stop mid-sentence
+# near one common width. There, a line that stops mid-sentence near that width, or before a line
+# that opens in lower case, is joined to the next; a blank line, a bullet or a numbered paragraph
+# still starts a new one. A web page's paragraphs (one a line, ending in full stops), its short
+# headings and a table's rows are left as they are.
+_LINE_END = re.compile(r"[.!?:;][\"'’”)]*$")
+_LINE_OPENS_LIST = re.compile(r"^(?:[-•·▪◦*–]\s|\(?[a-z0-9]{1,3}[.)]\s|\d+(?:\.\d+)+\s)", re.I)
+_FIELD_LINE = re.compile(r"^[A-Z][\w ?’'()/-]{0,40}:\s")
+_WRAP_SHARE = 0.3
+_WRAP_WIDTH = 0.6
+
+
+def unwrap_lines(text: str) -> list[str]:
+    """The text's non-empty lines, with the lines a hard-wrapped text broke mid-sentence joined
+    back into their paragraphs (whitespace aside, still the text's own words in order)."""
+    paragraphs = [[line.strip() for line in block.split("\n") if line.strip()]
+                  for block in re.split(r"\n\s*\n", text)]
+    lines = [line for block in paragraphs for line in block]
+    if len(lines) < 6:
+        return lines
+    width = float(np.percentile([len(line) for line in lines], 75))
+
+    def breaks_mid_sentence(line: str, following: str) -> bool:
+        if (_LINE_END.search(line) or _LINE_OPENS_LIST.match(following) or "|" in line + following
+                or _FIELD_LINE.match(line) or _FIELD_LINE.match(following)):
+            return False  # a sentence's end, a list, a table's rows, a page's "Meeting: ..." fields
+        return len(line) >= _WRAP_WIDTH * width or following[:1].islower()
+
+    pairs = [(a, b) for block in paragraphs for a, b in zip(block, block[1:])]
+    if sum(breaks_mid_sentence(a, b) and len(a) >= _WRAP_WIDTH * width for a, b in pairs) < _WRAP_SHARE * len(pairs):
+        return lines
+    out: list[str] = []
+    for block in paragraphs:
+        current = last = block[0] if block else ""
+        for line in block[1:]:
+            if breaks_mid_sentence(last, line):
+                current += " " + line
+            else:
+                out.append(current)
+                current = line
+            last = line
+        if current:
+            out.append(current)
+    return out
+
+
 def item_passages(text: str, title: str | None = None) -> list[str]:
     """Sentences and bullets of an item's text, in order, each verbatim from the text.
 
@@ -88,10 +138,7 @@ def item_passages(text: str, title: str | None = None) -> list[str]:
     if title:
         passages.append(title.strip())
     carry = ""
-    for line in body.split("\n"):
-        line = line.strip()
-        if not line:
-            continue
+    for line in unwrap_lines(body):
         if line.startswith("• "):
             line = line[2:].strip()
         for sentence in split_sentences(line):

@@ -15,7 +15,7 @@ from pipeline.cli import app
 from pipeline.config import LABELS
 from pipeline.gold import prepare, read_labelled
 from pipeline.ingest.split import split_document
-from pipeline.passages import item_passages
+from pipeline.passages import item_passages, unwrap_lines
 from pipeline.train import (
     TrainingArguments,
     choose_thresholds,
@@ -39,6 +39,36 @@ def test_passages_are_verbatim_sentences_and_bullets():
     assert "The Director said they were 24 per worker, e.g. in the assessment teams." in passages
     assert "Agency staff made up 31 per cent of posts. OK." in passages
     assert all(p in text.replace("• ", "") or p.split(" OK.")[0] in text for p in passages)
+
+
+def test_a_pdfs_wrapped_lines_are_read_as_whole_sentences_and_a_pages_lines_stay_apart():
+    # Written for this test: a PDF's text layer, broken at the page's width mid-sentence.
+    wrapped = ("The Head of Service introduced the evaluation of children's services by Care\n"
+               "Inspectorate Wales (CIW), setting out the strengths and the areas for\n"
+               "improvement the inspectors had identified in their letter. She said the\n"
+               "inspection had found the service safe and that there was evidence of\n"
+               "progress since the spring.\n"
+               "Key points raised by members:\n"
+               "- Members asked how the service would reduce its reliance on agency\n"
+               "workers and retain experienced social workers in the coming year.\n"
+               "- A\n"
+               "member asked when the next inspection would take place.\n")
+    passages = item_passages(wrapped)
+    assert ("The Head of Service introduced the evaluation of children's services by Care Inspectorate Wales "
+            "(CIW), setting out the strengths and the areas for improvement the inspectors had identified in "
+            "their letter.") in passages
+    assert ("She said the inspection had found the service safe and that there was evidence of progress "
+            "since the spring.") in passages
+    assert "Key points raised by members:" in passages
+    assert ("- Members asked how the service would reduce its reliance on agency workers and retain "
+            "experienced social workers in the coming year.") in passages
+    assert "- A member asked when the next inspection would take place." in passages
+    # A web page's lines (headings, fields, a table's rows) are never run together.
+    page = ("Agenda item\n\nQuarter 3 Performance Report\n\nMeeting: 12/01/2024 - Cabinet (Item 5)\n"
+            "Decision status: Approved\nMinutes:\nThe Cabinet considered the performance report\n"
+            "Indicator | Target | Q3\nRe-referrals within 12 months | 22% | 24%\n"
+            "Assessments within 45 days | 85% | 81%\nCaseloads had risen to 24 per worker.")
+    assert unwrap_lines(page) == [line for line in page.split("\n") if line]
 
 
 def test_passage_targets_follow_the_evidence():
