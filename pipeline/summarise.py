@@ -70,7 +70,7 @@ _LONG_PARENTHESIS = re.compile(r"\s*\((?:[^()\d]*?\s){3,}[^()\d]*?\)")
 # What opens a passage without being part of its sentence: list markers ("·", "h)", "(b)", "5.1")
 # and section headings of minutes pages ("Minutes:", "Background:", "Reasons:").
 _OPENERS = re.compile(
-    r"^(?:[·•▪◦*–-]\s*|\(?[a-hj-z]\)\s+|\(\d{1,2}\)\s+|\(?(?:i{1,3}|iv|vi{0,3}|ix|x)\)\s+|\d+(?:\.\d+)+\.?\s+|"
+    r"^(?:[·•▪◦*–-]\s*|\(?[a-hj-z]\)\s+|\(\d{1,2}\)\s+|\(?(?:i{1,3}|iv|vi{0,3}|ix|x)[.)]\s+|\d+(?:\.\d+)+\.?\s+|"
     r"\d{1,3}[.)]\s+|(?:Minutes|Background|Reasons?(?: for (?:the )?decision)?|Decision|Purpose"
     r"(?: of (?:the )?report)?|Summary|Discussion|Outcome)\s*:\s*)+",
     re.I,
@@ -306,6 +306,9 @@ def _says_nothing(passage: str, text: str, title: str | None) -> bool:
                 or _SAYS_NOTHING.match(text) or _HEADING_LINE.match(passage.strip().rstrip(" |"))
                 or _HEADING_LINE.match(text) or re.search(r",? (?:and|or)$", text)
                 or re.match(r"whether\b", text, re.I)
+                # one item of a list, cut from the list that said what it was ("ii. The Family
+                # Homes Programme;")
+                or (text.endswith((";", ",")) and len(text.split()) < 6)
                 or len(text.split()) < 4 or text.endswith(("?", ":")) or is_heading(passage, title))
 
 

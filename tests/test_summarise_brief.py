@@ -40,6 +40,7 @@ def test_compress_drops_list_markers_and_headings_and_writes_names_as_the_items_
     assert compress("·   h)  Background: the Care Quality Commission visited in May", acronyms) == \
         "The CQC visited in May"
     assert compress("5.1 The Department for Education (DfE) wrote |", acronyms) == "The DfE wrote"
+    assert compress("iv. The Department for Education (DfE) wrote", acronyms) == "The DfE wrote"
     # The acronym is the item's own word: the faithfulness check accepts it in either form.
     assert unsupported_facts("The CQC visited; the DfE wrote about the SEND inspection.", text) == []
     assert unsupported_facts("The CQC visited with Ofsted.", text) == ["Ofsted"]
@@ -70,15 +71,16 @@ def test_a_purpose_line_that_names_a_fact_loses_its_frame_and_one_that_names_non
         "To approve fostering allowances of £260 a week from April."
 
 
-def test_select_skips_the_title_again_questions_and_list_introductions():
+def test_select_skips_the_title_again_questions_and_list_introductions_and_items():
     title = "Second Ofsted Focused Visit letter"
     passages = [
         "Agenda item Second Ofsted Focused Visit letter",
         "Had the visit changed how many newly qualified staff chose to stay?",
         "Members raised the following matters:",
+        "ii. The Family Homes Programme;",
         "Inspectors found that plans for care leavers were still too often out of date.",
     ]
-    chosen = select(passages, np.array([0.99, 0.98, 0.97, 0.2]), None, 60, title)
+    chosen = select(passages, np.array([0.99, 0.98, 0.97, 0.96, 0.2]), None, 60, title)
     assert chosen == ["Inspectors found that plans for care leavers were still too often out of date."]
 
 
