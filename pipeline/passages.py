@@ -112,16 +112,15 @@ def unwrap_lines(text: str) -> list[str]:
         return lines
     out: list[str] = []
     for block in paragraphs:
-        current = last = block[0] if block else ""
-        for line in block[1:]:
-            if breaks_mid_sentence(last, line):
-                current += " " + line
-            else:
-                out.append(current)
-                current = line
-            last = line
-        if current:
-            out.append(current)
+        if not block:
+            continue
+        current = [block[0]]  # a list, joined once: a long wrapped paragraph stays linear
+        for last, line in zip(block, block[1:]):
+            if not breaks_mid_sentence(last, line):
+                out.append(" ".join(current))
+                current = []
+            current.append(line)
+        out.append(" ".join(current))
     return out
 
 
