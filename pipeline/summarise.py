@@ -209,7 +209,7 @@ _REPORT_SPEAK = re.compile(
 )
 # Courtesies and meeting business that say nothing about the services.
 _PROCEDURAL = re.compile(
-    r"\b(?:welcomed (?:\w+ ){0,8}to the meeting|thanked (?:\w+ ){0,8}for|copy of which is "
+    r"\b(?:welcome[ds]? [^.;:]{0,160}?\bto (?:the|this) meeting|thanked (?:\w+ ){0,8}for|copy of which is "
     r"(?:attached|appended)|attached to (?:the|these) minutes|apolog(?:y|ies)|declarations? of "
     r"interests?|the chair(?:man)? (?:welcomed|thanked|introduced))\b",
     re.I,

@@ -84,6 +84,16 @@ def test_select_skips_the_title_again_questions_and_list_introductions_and_items
     assert chosen == ["Inspectors found that plans for care leavers were still too often out of date."]
 
 
+def test_a_welcome_to_named_guests_is_a_courtesy_not_news():
+    passages = [
+        "The panel was pleased to welcome Ana Okafor (Senior HMI, Ofsted), Tom Rees, and Dr Ivy Lund, "
+        "to the meeting to brief members.",
+        "Inspectors judged the service requires improvement to be good.",
+    ]
+    chosen = select(passages, np.array([0.9, 0.3]), None, 60)
+    assert chosen == ["Inspectors judged the service requires improvement to be good."]
+
+
 def test_select_keeps_the_resolution_drops_duplicates_and_fits_60_words():
     passages = [
         "Caseloads had risen to 24 per social worker in the assessment teams.",
