@@ -175,7 +175,11 @@ _SAYS_NOTHING = re.compile(
     r"minutes|comments)[\w\s,’']{0,60}? (?:be|is|was|were|are) (?:noted|received)\.?$|"
     r"in the absence of |.*\bbe appointed (?:as )?chair\b|meeting of .{0,80}\b\d{4}\b|"
     r"(?:councillor [\w’'-]+ )?minutes? (?:no\.? \d+|of the [\w -]{0,30}meeting)|"
-    r".*\b(?:confirmed|approved|agreed|signed) as a (?:correct|true|accurate) record|there (?:are|were) no (?:specific )?recommendations|\([^()]*\d{5,}[^()]*\)\.?$)",
+    r".*\b(?:confirmed|approved|agreed|signed) as a (?:correct|true|accurate) record|there (?:are|were) no (?:specific )?recommendations|\([^()]*\d{5,}[^()]*\)\.?$|"
+    # a pointer to a web page, not what it says ("This is the link to the Ofsted webpage")
+    r"(?:(?:this|here) is |please see |see )?(?:the |a )?(?:web ?)?(?:link|hyperlink)s? (?:to|for) [^.]{0,80}?"
+    r"\b(?:report|page|webpage|website|document|minutes|agenda|papers|presentation|video|recording|letter)s?\.?$|"
+    r"click here\b)",
     re.I,
 )
 # A line of capitalised words with no full stop ("79 Payment of Market Supplements", "Family

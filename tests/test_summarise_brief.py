@@ -94,6 +94,17 @@ def test_a_welcome_to_named_guests_is_a_courtesy_not_news():
     assert chosen == ["Inspectors judged the service requires improvement to be good."]
 
 
+def test_a_pointer_to_a_web_page_is_not_a_briefing_sentence():
+    passages = [
+        "This is the link to the Ofsted webpage",
+        "Click here to view the full report.",
+        "Inspectors judged the service requires improvement to be good.",
+        "Links to the university's social work course had helped recruitment.",
+    ]
+    chosen = select(passages, np.array([0.9, 0.9, 0.3, 0.2]), None, 60)
+    assert chosen == passages[2:]
+
+
 def test_select_keeps_the_resolution_drops_duplicates_and_fits_60_words():
     passages = [
         "Caseloads had risen to 24 per social worker in the assessment teams.",
