@@ -1002,25 +1002,32 @@ def models_promote(
     gold: Annotated[Path, typer.Option("--gold", help="Gold JSONL both models are scored on.")],
     kind: Annotated[str, typer.Option(help="classifier (summariser promotion uses ROUGE-L).")] = "classifier",
     margin: Annotated[Optional[float], typer.Option(help="Required improvement (default from config, 0).")] = None,
+    clear_gain: Annotated[bool, typer.Option(
+        "--clear-gain", help="Promote only when the whole 95% paired interval of the gain is above the margin.")] = False,
     config: ConfigOption = None,
 ):
     """Promote a model only if it scores no worse than the current one on the same gold file.
 
-    Example: minutes models promote 20251101-020000-ab12cd --gold data/labelled/holdout.gold.jsonl
+    Both are scored on the same items, and the gain is printed with its 95% paired bootstrap
+    interval: an interval that spans 0 says this file's items cannot tell the two apart. (It
+    does not say what another training seed would give; see the README.)
+
+    Example: minutes models promote 20251101-020000-ab12cd --gold data/labelled/holdout.gold.jsonl --clear-gain
     """
     from pipeline.evaluate import compare_for_promotion
 
     settings = settings_from(config, promote_margin=margin)
     with user_errors():
-        decision = compare_for_promotion(settings, kind, version, gold)
+        decision = compare_for_promotion(settings, kind, version, gold, clear_gain)
     if decision["promote"]:
         modelfolder.promote(settings.models_dir, kind, version)
         console.print(f"promoted {kind} {version}: {decision['metric']} {decision['candidate']:.4f} "
-                      f"vs current {decision['current_text']}")
+                      f"vs current {decision['current_text']}; {decision['gain_text']}")
         return
     console.print(f"refused: {kind} {version} scores {decision['metric']} {decision['candidate']:.4f}, "
                   f"current {decision['current_version']} scores {decision['current']:.4f} "
-                  f"(margin {settings.promote_margin}) on {gold}")
+                  f"(margin {settings.promote_margin}{', a clear gain asked' if clear_gain else ''}) on {gold}; "
+                  f"{decision['gain_text']}")
     raise typer.Exit(1)
 
 

@@ -187,11 +187,15 @@ def evaluate_gold(settings, gold_path, training_rows: list[dict]) -> dict:
     return report
 
 
-def compare_for_promotion(settings, kind: str, version: str, gold_path) -> dict:
+def compare_for_promotion(settings, kind: str, version: str, gold_path, clear_gain: bool = False) -> dict:
     """Candidate and current model on the same gold file, each run as `evaluate` runs it (a
     summariser briefs from the classifier's evidence, that classifier `evaluate` would use);
-    promote when the candidate is not lower by more than nothing (plus the configured margin)."""
+    promote when the candidate is not lower by more than nothing (plus the configured margin),
+    or with `clear_gain` only when the whole 95% paired interval of the gain is above the
+    margin. The interval is reported either way: on a few dozen items, two seeds of one recipe
+    can differ by more than most real improvements."""
     from pipeline import modelfolder
+    from pipeline.metrics import macro_f1_gain_interval, mean_gain_interval, rouge_per_item
 
     gold = [prepare(r) for r in read_gold(gold_path)]
     candidate_folder = modelfolder.kind_dir(settings.models_dir, kind) / version
@@ -199,22 +203,40 @@ def compare_for_promotion(settings, kind: str, version: str, gold_path) -> dict:
     current_folder = modelfolder.promoted_folder(settings.models_dir, kind)
 
     if kind == "classifier":
-        def score(folder) -> float:
-            return classifier_metrics(Classifier(folder, settings), gold)[0]["macro_f1"]
+        truth = [r.get("labels") or [] for r in gold]
+
+        def score(folder) -> tuple[float, list]:
+            metrics, predictions = classifier_metrics(Classifier(folder, settings), gold)
+            return metrics["macro_f1"], [p["labels"] for p in predictions]
+
+        def gain_interval(candidate: list, current: list) -> tuple[float, float]:
+            return macro_f1_gain_interval(truth, candidate, current)
     else:
         predictions = Classifier.promoted(settings)(gold)  # one classifier's evidence for both
 
-        def score(folder) -> float:
-            return briefing_metrics(*gold_briefings(Summariser(folder, settings), gold, predictions))["rougeL"]
+        def score(folder) -> tuple[float, list]:
+            briefings, rows = gold_briefings(Summariser(folder, settings), gold, predictions)
+            per_item = [r["rougeL"] for r in rouge_per_item(briefings, [row["briefing"] for row in rows])]
+            return briefing_metrics(briefings, rows)["rougeL"], per_item
+
+        gain_interval = mean_gain_interval
 
     metric = "macro-F1" if kind == "classifier" else "ROUGE-L"
-    candidate = score(candidate_folder)
+    candidate, candidate_items = score(candidate_folder)
     if current_folder is None:
         return {"promote": True, "metric": metric, "candidate": candidate, "current": None,
-                "current_version": None, "current_text": "none promoted"}
-    current = score(current_folder)
+                "current_version": None, "current_text": "none promoted", "gain_95ci": None,
+                "items": len(candidate_items), "gain_text": "nothing to compare with"}
+    current, current_items = score(current_folder)
+    low, high = gain_interval(candidate_items, current_items)
+    margin = settings.promote_margin
+    promote = candidate >= current + margin and (low > margin or not clear_gain)
+    told_apart = low > 0 or high < 0
     return {
-        "promote": candidate >= current + settings.promote_margin, "metric": metric,
-        "candidate": candidate, "current": current, "current_version": current_folder.name,
-        "current_text": f"{current:.4f} ({current_folder.name})",
+        "promote": promote, "metric": metric, "candidate": candidate, "current": current,
+        "current_version": current_folder.name, "current_text": f"{current:.4f} ({current_folder.name})",
+        "gain_95ci": [low, high], "items": len(candidate_items),
+        "gain_text": (f"gain {candidate - current:+.4f}, 95% paired interval [{low:+.4f}, {high:+.4f}] over "
+                      f"{len(candidate_items)} items"
+                      + ("" if told_apart else ", within what this gold file can tell apart")),
     }

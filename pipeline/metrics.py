@@ -5,6 +5,7 @@ briefings. Plain functions over lists, used by evaluation and by training's vali
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import numpy as np
 
@@ -41,17 +42,45 @@ def bootstrap_macro_f1(truth: list[list[str]], predicted: list[list[str]], round
     one item moves a label's F1 by several points, and the interval says how far."""
     from sklearn.metrics import f1_score
 
-    y_true = np.array([[label in t for label in LABELS] for t in truth], dtype=int).reshape(-1, len(LABELS))
-    y_pred = np.array([[label in p for label in LABELS] for p in predicted], dtype=int).reshape(-1, len(LABELS))
-    if not len(y_true):
+    y_true, y_pred = _label_matrix(truth), _label_matrix(predicted)
+    return paired_bootstrap_interval(
+        lambda pick: f1_score(y_true[pick], y_pred[pick], average="macro", zero_division=0),
+        len(y_true), rounds, seed)
+
+
+def _label_matrix(rows: list[list[str]]) -> np.ndarray:
+    return np.array([[label in r for label in LABELS] for r in rows], dtype=int).reshape(-1, len(LABELS))
+
+
+def paired_bootstrap_interval(statistic: Callable[[np.ndarray], float], items: int, rounds: int = 2000,
+                              seed: int = 13) -> tuple[float, float]:
+    """95% interval of `statistic(picked item indices)` over the items resampled with replacement,
+    one resample for both systems compared in it. Two models scored on one gold file differ on a
+    handful of items (seeds 13 and 15 of the same code and data: macro-F1 0.834 and 0.754 on 102
+    real items); the paired interval says whether a difference is more than those items' luck."""
+    if not items:
         return (0.0, 0.0)
     rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(rounds):
-        pick = rng.integers(0, len(y_true), len(y_true))
-        values.append(f1_score(y_true[pick], y_pred[pick], average="macro", zero_division=0))
+    values = [statistic(rng.integers(0, items, items)) for _ in range(rounds)]
     low, high = np.percentile(values, [2.5, 97.5])
     return (round(float(low), 4), round(float(high), 4))
+
+
+def macro_f1_gain_interval(truth: list[list[str]], candidate: list[list[str]],
+                           current: list[list[str]]) -> tuple[float, float]:
+    """95% paired interval of candidate minus current macro-F1 on the same items."""
+    from sklearn.metrics import f1_score
+
+    y, a, b = _label_matrix(truth), _label_matrix(candidate), _label_matrix(current)
+    return paired_bootstrap_interval(
+        lambda pick: f1_score(y[pick], a[pick], average="macro", zero_division=0)
+        - f1_score(y[pick], b[pick], average="macro", zero_division=0), len(y))
+
+
+def mean_gain_interval(candidate: list[float], current: list[float]) -> tuple[float, float]:
+    """95% paired interval of the mean per-item difference (a briefing's ROUGE-L, say)."""
+    differences = np.asarray(candidate, dtype=float) - np.asarray(current, dtype=float)
+    return paired_bootstrap_interval(lambda pick: float(differences[pick].mean()), len(differences))
 
 
 def system_metrics(truth: list[list[str]], predicted: list[list[str]]) -> dict:
@@ -98,17 +127,19 @@ def gap_closed(ours: float, lead: float, oracle: float) -> float | None:
     return round((ours - lead) / (oracle - lead), 4) if oracle != lead else None
 
 
-def rouge_scores(predictions: list[str], references: list[str]) -> dict:
+def rouge_per_item(predictions: list[str], references: list[str]) -> list[dict[str, float]]:
+    """Each briefing's ROUGE-1/2/L F-measure against its reference."""
     from rouge_score import rouge_scorer
 
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
-    totals = {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}
-    for pred, ref in zip(predictions, references):
-        result = scorer.score(ref, pred)
-        for key in totals:
-            totals[key] += result[key].fmeasure
-    n = max(1, len(predictions))
-    return {key: round(value / n, 4) for key, value in totals.items()}
+    return [{key: value.fmeasure for key, value in scorer.score(ref, pred).items()}
+            for pred, ref in zip(predictions, references)]
+
+
+def rouge_scores(predictions: list[str], references: list[str]) -> dict:
+    per_item = rouge_per_item(predictions, references)
+    n = max(1, len(per_item))
+    return {key: round(sum(r[key] for r in per_item) / n, 4) for key in ("rouge1", "rouge2", "rougeL")}
 
 
 def briefing_metrics(briefings: list[str], rows: list[dict]) -> dict:

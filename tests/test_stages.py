@@ -167,3 +167,40 @@ def test_promotion_scores_models_as_evaluate_does(models_dir, tmp_path):
     uncut = score_texts(at_128.loaded, passages, 32, at_128.max_tokens, "cpu")
     assert summariser.max_tokens == 24 and not np.allclose(at_card, uncut)
 
+
+
+def test_promotion_reports_the_gain_with_a_paired_interval_and_can_ask_for_a_clear_one(models_dir, tmp_path):
+    """The same version against itself gains exactly nothing on every resample: promoted when
+    'no worse' is enough, refused when a clear gain is asked."""
+    from pipeline.evaluate import compare_for_promotion
+
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text("".join(json.dumps(r) + "\n" for r in composed_rows(24, offset=200)))
+    settings = Settings(models_dir=models_dir)
+    for kind in ("classifier", "summariser"):
+        version = modelfolder.promoted_folder(models_dir, kind).name
+        plain = compare_for_promotion(settings, kind, version, gold)
+        assert plain["promote"] and plain["gain_95ci"] == [0.0, 0.0]
+        assert plain["gain_text"].endswith("within what this gold file can tell apart")
+        assert not compare_for_promotion(settings, kind, version, gold, clear_gain=True)["promote"]
+
+
+def test_the_paired_interval_separates_a_real_gain_from_luck():
+    from pipeline.metrics import bootstrap_macro_f1, macro_f1_gain_interval, mean_gain_interval
+
+    truth = [["workforce_concern"], [], ["inspection_outcome"], ["intervention_notice"]] * 15
+    right = [list(t) for t in truth]
+    # Wrong on every positive: a gain no resample can hide.
+    wrong = [[] for _ in truth]
+    low, high = macro_f1_gain_interval(truth, right, wrong)
+    assert 0 < low <= high
+    # Two systems each wrong on one different item: the interval spans 0.
+    one_off = [list(t) for t in truth]
+    one_off[0] = []
+    other_off = [list(t) for t in truth]
+    other_off[2] = []
+    low, high = macro_f1_gain_interval(truth, one_off, other_off)
+    assert low < 0 < high
+    assert mean_gain_interval([0.5, 0.6, 0.7], [0.4, 0.5, 0.6]) == (0.1, 0.1)
+    # The single-system interval is unchanged by sharing the resampler (same seed, same draws).
+    assert bootstrap_macro_f1(truth, right) == (1.0, 1.0)
