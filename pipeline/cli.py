@@ -609,17 +609,36 @@ def predict(
     raise typer.Exit(1 if bad else 0)
 
 
+def _gain_cell(gains: dict | None, name: str) -> list[str]:
+    """The cell of a table's paired-gain column ("the model minus this system, 95% interval")."""
+    if not gains:
+        return []
+    if name == gains["against"]:
+        return ["-"]
+    if name not in gains:
+        return [""]
+    low, high = gains[name]
+    return [f"[{low:+.3f}, {high:+.3f}]" + ("" if low > 0 or high < 0 else " ~")]
+
+
+def _gain_header(gains: dict | None, what: str) -> list[str]:
+    return [f"{gains['against']} minus this, {what} [95% paired; ~ spans 0]"] if gains else []
+
+
 def _labels_table(report: dict, systems: list[str], title: str) -> Table:
-    """Per-label F1 with gold and predicted counts, macro-F1 with its 95% bootstrap interval."""
+    """Per-label F1 with gold and predicted counts, macro-F1 with its 95% bootstrap interval, and
+    (when the report has them) one system's macro-F1 gain over each other, paired on the items."""
     first = report[systems[0]]
+    gains = report.get("gains_95ci")
     short = {label: label.split("_")[0] for label in LABELS}
     table = Table("system", *[f"{short[l]} n={first['per_label'][l]['support']}: F1 (flagged)" for l in LABELS],
-                  "macro F1 [95% CI]", "micro F1", title=title)
+                  "macro F1 [95% CI]", "micro F1", *_gain_header(gains, "macro F1"), title=title)
     for name in systems:
         m = report[name]
         low, high = m["macro_f1_95ci"]
         table.add_row(name, *[f"{m['per_label'][l]['f1']:.3f} ({m['per_label'][l]['predicted']})" for l in LABELS],
-                      f"{m['macro_f1']:.3f} [{low:.3f}, {high:.3f}]", f"{m['micro_f1']:.3f}")
+                      f"{m['macro_f1']:.3f} [{low:.3f}, {high:.3f}]", f"{m['micro_f1']:.3f}",
+                      *_gain_cell(gains, name))
     return table
 
 
@@ -665,12 +684,15 @@ def evaluate(
                             f"labels on {gold} ({report['model']['items']} items)"))
     out.print(f"evidence score (gold evidence sentences found in predicted evidence): {report['evidence_score']}")
     if report.get("briefings"):
+        gains = report.get("briefings_gains_95ci")
         table = Table("system", "ROUGE-1", "ROUGE-2", "ROUGE-L", "fact recall", "mean words", "max words",
-                      "unsupported", title=f"briefings on {report['briefings']['model']['items']} flagged gold items")
+                      "unsupported", *_gain_header(gains, "ROUGE-L"),
+                      title=f"briefings on {report['briefings']['model']['items']} flagged gold items")
         for name, m in report["briefings"].items():
             recall = "-" if m["fact_recall"] is None else f"{m['fact_recall']:.3f}"
             table.add_row(name, f"{m['rouge1']:.3f}", f"{m['rouge2']:.3f}", f"{m['rougeL']:.3f}", recall,
-                          f"{m['mean_words']}", f"{m['max_words']}", f"{m['share_unsupported']:.2f}")
+                          f"{m['mean_words']}", f"{m['max_words']}", f"{m['share_unsupported']:.2f}",
+                          *_gain_cell(gains, name))
         out.print(table)
         out.print("share of the first-60-words -> sentence-oracle ROUGE-L gap closed "
                   f"((ours - first 60) / (oracle - first 60)): {report['briefings_gap_closed']}")

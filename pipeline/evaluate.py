@@ -17,6 +17,9 @@ from pipeline.metrics import (
     evidence_score,
     gap_closed,
     label_metrics,
+    macro_f1_gain_interval,
+    mean_gain_interval,
+    rouge_per_item,
     system_metrics,
 )
 from pipeline.oracle import rules_oracle, sentence_oracle
@@ -140,13 +143,17 @@ def cross_validate(settings, gold_path, training_rows: list[dict], validation_ro
                 tfidf_labels[i] = labels
     default = Classifier.promoted(settings)
     truth = [r.get("labels") or [] for r in gold]
+    default_labels = [p["labels"] for p in default(gold)]
     return {
         "gold": str(gold_path), "folds": folds, "epochs": args.epochs,
         "default_model_version": default.card.version,
-        "default_model": system_metrics(truth, [p["labels"] for p in default(gold)]),
+        "default_model": system_metrics(truth, default_labels),
         "cross_validated": system_metrics(truth, cv_labels),
         "tfidf_cross_validated": system_metrics(truth, tfidf_labels),
         "keywords": system_metrics(truth, keyword_baseline(gold)),
+        # What the analysts' labels buy, paired on the same items: cross-validated minus default.
+        "gains_95ci": {"against": "cross_validated",
+                       "default_model": list(macro_f1_gain_interval(truth, cv_labels, default_labels))},
     }
 
 
@@ -159,25 +166,34 @@ def evaluate_gold(settings, gold_path, training_rows: list[dict]) -> dict:
     classifier = Classifier.promoted(settings)
     predictions = classifier(gold)
     truth = [r.get("labels") or [] for r in gold]
+    labelled = {"model": [p["labels"] for p in predictions], "keywords": keyword_baseline(gold),
+                "tfidf_logreg": tfidf_baseline(training, gold)}
     report = {
         "gold": str(gold_path), "model_version": classifier.card.version,
-        "model": system_metrics(truth, [p["labels"] for p in predictions]),
-        "keywords": system_metrics(truth, keyword_baseline(gold)),
-        "tfidf_logreg": system_metrics(truth, tfidf_baseline(training, gold)),
+        **{name: system_metrics(truth, labels) for name, labels in labelled.items()},
         "evidence_score": evidence_score(gold, predictions),
+        # The model's macro-F1 minus each baseline's, on the same resampled items: whether "above
+        # the baseline" is more than these items' draw.
+        "gains_95ci": {"against": "model", **{name: list(macro_f1_gain_interval(truth, labelled["model"], labels))
+                                              for name, labels in labelled.items() if name != "model"}},
     }
     folder = settings.summariser_model or modelfolder.promoted_folder(settings.models_dir, "summariser")
     if folder is not None and any(r.get("briefing") and r.get("labels") for r in gold):
         summariser = Summariser(folder, settings)
         ours, flagged = gold_briefings(summariser, gold, predictions)
         report["summariser_version"] = summariser.version
-        report["briefings"] = {
-            "model": briefing_metrics(ours, flagged),
-            "first_60_words": briefing_metrics([first_words_baseline(r) for r in flagged], flagged),
-            "lexrank": briefing_metrics([lexrank_baseline(r) for r in flagged], flagged),
-            "sentence_oracle": briefing_metrics([sentence_oracle(r) for r in flagged], flagged),
-            "rules_oracle": briefing_metrics([rules_oracle(r) for r in flagged], flagged),
+        briefings = {
+            "model": ours,
+            "first_60_words": [first_words_baseline(r) for r in flagged],
+            "lexrank": [lexrank_baseline(r) for r in flagged],
+            "sentence_oracle": [sentence_oracle(r) for r in flagged],
+            "rules_oracle": [rules_oracle(r) for r in flagged],
         }
+        report["briefings"] = {name: briefing_metrics(texts, flagged) for name, texts in briefings.items()}
+        references = [r["briefing"] for r in flagged]
+        rouge_l = {name: [s["rougeL"] for s in rouge_per_item(texts, references)] for name, texts in briefings.items()}
+        report["briefings_gains_95ci"] = {"against": "model", **{
+            name: list(mean_gain_interval(rouge_l["model"], values)) for name, values in rouge_l.items() if name != "model"}}
         b = report["briefings"]
         report["briefings_gap_closed"] = gap_closed(b["model"]["rougeL"], b["first_60_words"]["rougeL"],
                                                     b["sentence_oracle"]["rougeL"])
@@ -195,8 +211,6 @@ def compare_for_promotion(settings, kind: str, version: str, gold_path, clear_ga
     margin. The interval is reported either way: on a few dozen items, two seeds of one recipe
     can differ by more than most real improvements."""
     from pipeline import modelfolder
-    from pipeline.metrics import macro_f1_gain_interval, mean_gain_interval, rouge_per_item
-
     gold = [prepare(r) for r in read_gold(gold_path)]
     candidate_folder = modelfolder.kind_dir(settings.models_dir, kind) / version
     modelfolder.read_card(candidate_folder)

@@ -410,6 +410,18 @@ def test_evaluate_reports_model_and_baselines(model_env, corpus):
     assert rules["rougeL"] >= report["briefings"]["model"]["rougeL"]
     assert rules["max_words"] <= 60 and rules["share_unsupported"] == 0
     assert report["rules_oracle_gap_closed"] >= report["briefings_gap_closed"]
+    # The gains are paired on the items; each interval holds the plain difference of the figures.
+    gains = report["gains_95ci"]
+    assert gains["against"] == "model" and set(gains) == {"against", "keywords", "tfidf_logreg"}
+    for system in ("keywords", "tfidf_logreg"):
+        low, high = gains[system]
+        assert low <= report["model"]["macro_f1"] - report[system]["macro_f1"] <= high
+    briefings = report["briefings"]
+    low, high = report["briefings_gains_95ci"]["sentence_oracle"]
+    assert low - 1e-3 <= briefings["model"]["rougeL"] - briefings["sentence_oracle"]["rougeL"] <= high + 1e-3
+    table = runner.invoke(app, ["evaluate", "--gold", str(corpus / "dev.gold.jsonl")],
+                          env={**model_env, "COLUMNS": "400"}).stdout
+    assert "model minus this, macro F1 [95% paired" in table and f"[{low:+.3f}, {high:+.3f}]" in table
 
 
 @pytest.mark.real_model
@@ -511,6 +523,10 @@ def test_cross_validation_trains_on_other_folds_and_scores_each_item_once(model_
         assert report[system]["items"] == 9
         low, high = report[system]["macro_f1_95ci"]
         assert 0.0 <= low <= high <= 1.0
+    # What the labels buy, paired on the same nine items: the interval holds the plain difference.
+    low, high = report["gains_95ci"]["default_model"]
+    assert report["gains_95ci"]["against"] == "cross_validated"
+    assert low <= report["cross_validated"]["macro_f1"] - report["default_model"]["macro_f1"] <= high
     bad = runner.invoke(app, ["evaluate", "--gold", str(gold), "--cross-validate", "1"], env=env)
     assert bad.exit_code == 2 and "2 to 9 folds" in bad.stderr
 
