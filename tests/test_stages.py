@@ -204,3 +204,18 @@ def test_the_paired_interval_separates_a_real_gain_from_luck():
     assert mean_gain_interval([0.5, 0.6, 0.7], [0.4, 0.5, 0.6]) == (0.1, 0.1)
     # The single-system interval is unchanged by sharing the resampler (same seed, same draws).
     assert bootstrap_macro_f1(truth, right) == (1.0, 1.0)
+
+
+def test_the_bootstraps_macro_f1_is_sklearns():
+    from sklearn.metrics import f1_score
+
+    from pipeline.metrics import macro_f1_of
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n = int(rng.integers(1, 20))
+        y = (rng.random((n, 3)) < rng.random()).astype(int)
+        p = (rng.random((n, 3)) < rng.random()).astype(int)
+        assert macro_f1_of(y, p) == pytest.approx(f1_score(y, p, average="macro", zero_division=0), abs=1e-12)
+    nothing = np.zeros((4, 3), dtype=int)  # no gold and no predicted positives: 0, as sklearn says
+    assert macro_f1_of(nothing, nothing) == 0.0
