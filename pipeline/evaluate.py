@@ -208,9 +208,10 @@ def compare_for_promotion(settings, kind: str, version: str, gold_path, clear_ga
     summariser briefs from the classifier's evidence, that classifier `evaluate` would use);
     promote when the candidate is not lower by more than nothing (plus the configured margin),
     or with `clear_gain` only when the whole 95% paired interval of the gain is above the
-    margin. The interval is reported either way: on a few dozen items, two seeds of one recipe
-    can differ by more than most real improvements."""
+    margin. The interval is reported either way: on a few dozen items one item moves macro-F1
+    by several points, and the interval says whether the gain is more than the items' draw."""
     from pipeline import modelfolder
+
     gold = [prepare(r) for r in read_gold(gold_path)]
     candidate_folder = modelfolder.kind_dir(settings.models_dir, kind) / version
     modelfolder.read_card(candidate_folder)
