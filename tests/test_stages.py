@@ -202,7 +202,7 @@ def test_the_paired_interval_separates_a_real_gain_from_luck():
     low, high = macro_f1_gain_interval(truth, one_off, other_off)
     assert low < 0 < high
     assert mean_gain_interval([0.5, 0.6, 0.7], [0.4, 0.5, 0.6]) == (0.1, 0.1)
-    # The single-system interval is unchanged by sharing the resampler (same seed, same draws).
+    # One system right on every item: every resample scores it 1, whatever the draw.
     assert bootstrap_macro_f1(truth, right) == (1.0, 1.0)
 
 
