@@ -26,29 +26,43 @@ from pipeline.passages import is_page_field, item_context, item_passages
 INT8_RECHECK_LOGITS = 1.5
 
 
-# What an item must name before it can carry a label, for the labels the labelling guide defines
-# by a named thing: an inspection outcome is "the result of an external inspection or regulatory
-# visit", so an item that names no inspection, inspectorate or visit reports none. On real
-# minutes the model alone took a budget report's sentence on rising demand, and a
-# youth offending item's word "deemed", for inspection findings (0.98 and 0.93 read alone): phrases
-# its written positives share with judgements. No inspection outcome in dev60, the
-# written validation items, or 102 real items of 55 other councils names none of these (README,
-# "What an item must name"). Written on each model card at training (`named_in_item`), so a
-# model folder's figures stay its own; a card without it applies none.
-NAMED_IN_ITEM: dict[str, str] = {
-    "inspection_outcome": (r"(?i:inspect|monitoring visit|focused visit|written statement of action|"
-                           r"area SEND|SEND area)|"
-                           r"\b(?:Ofsted|OFSTED|CIW|CSSIW|Care Inspectorate|HMI\w*|JTAI|ILACS|SIF|SCIF|WSoA)\b"),
+# What an item must name before it can carry a label. All three labels are about services for
+# children (the labelling guide: "intervention by central government in the council's services
+# for children", "inspection of the council's children's services", "the children's services
+# workforce"), so an item that names neither children nor any of their services carries none: an
+# adult home care review's "recruitment and retention" is the care market's, not children's
+# social workers'. And an inspection outcome is "the result of an external inspection or
+# regulatory visit", so an item that names no inspection, inspectorate or visit reports none. On
+# real minutes the model alone took a budget report's sentence on rising demand, and a youth
+# offending item's word "deemed", for inspection findings (0.98 and 0.93 read alone): phrases its
+# written positives share with judgements. No flagged item in dev60, the written validation
+# items, or 102 real items of 55 other councils names none of these (README, "What an item must
+# name"). The Department for Education, an improvement notice (the DfE's), education and Estyn
+# name children's services too. The committee counts as named: "Children and Young People Scrutiny" says whose staff
+# "the service" means. Written on each model card at training (`named_in_item`, each label's
+# patterns, all of which must match), so a model folder's figures stay its own; a card without
+# it applies none.
+CHILDREN_NAMED = (r"(?i:child|young (?:people|person)|youth|looked[- ]after|care leaver|foster|adoption|"
+                  r"school|pupil|education|early years|early help|family hubs?\b|corporate parent|"
+                  r"improvement notice|Ofsted|Estyn|ILACS|JTAI|CAMHS)|\b(?:SEND?|DfE)\b")
+INSPECTION_NAMED = (r"(?i:inspect|monitoring visit|focused visit|written statement of action|area SEND|SEND area)|"
+                    r"\b(?:Ofsted|OFSTED|CIW|CSSIW|Care Inspectorate|HMI\w*|JTAI|ILACS|SIF|SCIF|WSoA)\b")
+NAMED_IN_ITEM: dict[str, list[str]] = {
+    "intervention_notice": [CHILDREN_NAMED],
+    "inspection_outcome": [CHILDREN_NAMED, INSPECTION_NAMED],
+    "workforce_concern": [CHILDREN_NAMED],
 }
 
 
-def unnamed_labels(record: dict, named_in_item: dict[str, str]) -> set[str]:
-    """The labels whose `named_in_item` pattern neither the item's title nor its text matches."""
-    text = f"{record.get('title') or ''}\n{record.get('text') or ''}"
-    return {label for label, pattern in named_in_item.items() if not re.search(pattern, text)}
+def unnamed_labels(record: dict, named_in_item: dict[str, str | list[str]]) -> set[str]:
+    """The labels with a `named_in_item` pattern that neither the item's committee, title nor
+    text matches (a card written before the children's rule holds one pattern a label, not a list)."""
+    text = "\n".join(record.get(key) or "" for key in ("committee", "meeting", "title", "text"))
+    return {label for label, patterns in named_in_item.items()
+            if not all(re.search(pattern, text) for pattern in ([patterns] if isinstance(patterns, str) else patterns))}
 
 
-def apply_named_in_item(record: dict, passage_scores: np.ndarray, named_in_item: dict[str, str]) -> np.ndarray:
+def apply_named_in_item(record: dict, passage_scores: np.ndarray, named_in_item: dict[str, str | list[str]]) -> np.ndarray:
     """One item's passage scores with the labels it does not name scored 0 (a copy when any is),
     so the item cannot carry them and no passage is their evidence."""
     unnamed = unnamed_labels(record, named_in_item)

@@ -435,7 +435,7 @@ def test_real_packaged_encoder_fine_tunes_and_predicts(tmp_path):
     assert modelfolder.read_card(folder)["base_model"].startswith("sentence-transformers/all-MiniLM-L6-v2")
     loaded = modelfolder.load(folder)
     records = [
-        {"id": "w", "title": "Workforce", "text": "Workforce\n\nThe service relied on agency social "
+        {"id": "w", "title": "Workforce", "text": "Workforce\n\nThe children's service relied on agency social "
          "workers for 35 per cent of posts and caseloads had risen to 28."},
         {"id": "p", "title": "Apologies", "text": "Apologies\n\nThe minutes of the last meeting "
          "were signed as a correct record."},
@@ -629,9 +629,11 @@ def test_page_fields_are_not_scored_and_so_never_evidence(tiny_models, monkeypat
 
 def test_an_item_that_names_no_inspection_carries_no_inspection_outcome(tiny_models, monkeypatch):
     """The labelling guide defines an inspection outcome as the result of a named external
-    inspection or visit: however high a passage scores, an item naming none is not flagged,
-    its score is 0 and no sentence is quoted; one naming Ofsted, a visit or a written statement
-    of action keeps the model's decision. The rule travels on the model card."""
+    inspection or visit, and all three labels as about children's services: however high a
+    passage scores, an item naming no inspection is not flagged for one, an item naming no
+    children's service for none, its score is 0 and no sentence is quoted; one naming Ofsted, a
+    visit or a written statement of action keeps the model's decision. The rule travels on the
+    model card."""
     from pipeline import classify
     from pipeline.classify import NAMED_IN_ITEM, unnamed_labels
 
@@ -643,8 +645,20 @@ def test_an_item_that_names_no_inspection_carries_no_inspection_outcome(tiny_mod
     assert unnamed_labels(visit, NAMED_IN_ITEM) == set()
     assert unnamed_labels({"title": "Ofsted ILACS", "text": "Judged good."}, NAMED_IN_ITEM) == set()
     assert unnamed_labels({"text": "The SEND written statement of action was agreed."}, NAMED_IN_ITEM) == set()
-    assert unnamed_labels({"text": "The Care Inspectorate Wales letter was noted."}, NAMED_IN_ITEM) == set()
+    assert unnamed_labels({"text": "The Care Inspectorate Wales letter on fostering was noted."}, NAMED_IN_ITEM) == set()
     assert unnamed_labels(budget, {}) == set()
+    # An adult care item names no children's service: it carries none of the three labels,
+    # whatever its sentences say; the committee's name counts as naming one.
+    home_care = {"id": "home-care", "title": "Home Care Review",
+                 "text": "Providers reported difficulty with the recruitment and retention of care workers."}
+    assert unnamed_labels(home_care, NAMED_IN_ITEM) == set(LABELS)
+    assert unnamed_labels({**home_care, "committee": "Children and Young People Scrutiny"},
+                          NAMED_IN_ITEM) == {"inspection_outcome"}
+    assert unnamed_labels({"title": "Improvement Notice", "text": "The report was noted."},
+                          NAMED_IN_ITEM) == {"inspection_outcome"}
+    # A card written before the children's rule holds one pattern a label, and still reads.
+    assert unnamed_labels(home_care, {"inspection_outcome": NAMED_IN_ITEM["inspection_outcome"][1]}) == {
+        "inspection_outcome"}
 
     monkeypatch.setattr(classify, "score_texts",
                         lambda loaded, texts, *args, **kwargs: np.full((len(texts), len(LABELS)), 0.9))
@@ -658,6 +672,8 @@ def test_an_item_that_names_no_inspection_carries_no_inspection_outcome(tiny_mod
     assert "inspection_outcome" not in by_id["budget"]["evidence"]
     assert set(by_id["budget"]["labels"]) == {"intervention_notice", "workforce_concern"}
     assert set(by_id["visit"]["labels"]) == set(LABELS)
+    [adult] = classify_records(loaded, [home_care])
+    assert adult["labels"] == [] and adult["evidence"] == {} and set(adult["scores"].values()) == {0.0}
     # A model folder trained before the rule keeps its own figures: its card applies none.
     loaded.card.pop("named_in_item")
     assert "inspection_outcome" in classify_records(loaded, [budget])[0]["labels"]
