@@ -721,7 +721,8 @@ def test_an_items_words_blend_with_its_best_passage(tiny_models, tmp_path, monke
 
     folder = modelfolder.promoted_folder(tiny_models, "classifier")
     loaded = modelfolder.load(folder)
-    assert loaded.card["tfidf"]["share"] == 0.5 and loaded.words is not None  # written at training
+    share = loaded.card["tfidf"]["share"]
+    assert share == TrainingArguments().tfidf_share and loaded.words is not None  # written at training
     assert (folder / tfidf.WEIGHTS).is_file() and (folder / tfidf.VOCABULARY).is_file()
     record = {"id": "budget", "title": "Children's Services Budget Update",
               "text": "Children's Services Budget Update\nThe overspend was reported. "
@@ -736,7 +737,7 @@ def test_an_items_words_blend_with_its_best_passage(tiny_models, tmp_path, monke
     loaded.card["thresholds"] = {label: 0.5 for label in LABELS}
     [prediction] = classify_records(loaded, [record])
     logit = lambda p: np.log(p / (1 - p))  # noqa: E731
-    expected = 1 / (1 + np.exp(-(0.5 * logit(0.45) + 0.5 * logit(0.9))))
+    expected = 1 / (1 + np.exp(-((1 - share) * logit(0.45) + share * logit(0.9))))
     assert prediction["scores"]["workforce_concern"] == pytest.approx(expected, abs=1e-6)
     assert prediction["labels"] == ["workforce_concern"]
     assert prediction["evidence"]["workforce_concern"] == ["Posts in the assessment teams were hard to fill."]
