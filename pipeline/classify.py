@@ -35,13 +35,14 @@ INT8_RECHECK_LOGITS = 1.5
 # regulatory visit", so an item that names no inspection, inspectorate or visit reports none. On
 # real minutes the model alone took a budget report's sentence on rising demand, and a youth
 # offending item's word "deemed", for inspection findings (0.98 and 0.93 read alone): phrases its
-# written positives share with judgements. No flagged item in dev60, the written validation
-# items, or 102 real items of 55 other councils names none of these (README, "What an item must
-# name"). The Department for Education, an improvement notice (the DfE's), education and Estyn
-# name children's services too. The committee counts as named: "Children and Young People Scrutiny" says whose staff
-# "the service" means. Written on each model card at training (`named_in_item`, each label's
-# patterns, all of which must match), so a model folder's figures stay its own; a card without
-# it applies none.
+# written positives share with judgements. No inspection outcome in dev60, the written validation
+# items or 102 real items of 55 other councils names none of the inspection words; no flagged item
+# in dev60, 50 more real items (R2) or any labelled file names none of the children's (README,
+# "What an item must name"). Education, Estyn, the DfE and an improvement notice (the DfE's) name
+# children's services too, and the committee counts: "Children and Young People Scrutiny" says
+# whose staff "the service" means. Written on each model card at training (`named_in_item`, each
+# label's patterns, all of which must match), so a model folder's figures stay its own; a card
+# without it applies none.
 CHILDREN_NAMED = (r"(?i:child|young (?:people|person)|youth|looked[- ]after|care leaver|foster|adoption|"
                   r"school|pupil|education|early years|early help|family hubs?\b|corporate parent|"
                   r"improvement notice|Ofsted|Estyn|ILACS|JTAI|CAMHS)|\b(?:SEND?|DfE)\b")
