@@ -179,7 +179,15 @@ _SAYS_NOTHING = re.compile(
     # a pointer to a web page, not what it says ("This is the link to the Ofsted webpage")
     r"(?:(?:this|here) is |please see |see )?(?:the |a )?(?:web ?)?(?:link|hyperlink)s? (?:to|for) [^.]{0,80}?"
     r"\b(?:report|page|webpage|website|document|minutes|agenda|papers|presentation|video|recording|letter)s?\.?$|"
-    r"click here\b)",
+    r"click here\b|"
+    # the minutes' own housekeeping: where the papers are, when the meeting ended or meets again
+    r"(?:a )?cop(?:y|ies) of (?:the|each|this|these|which) [^.]{0,80}?\b(?:is|are|was|were|has been|have been) "
+    r"(?:filed|attached|appended|kept|held|available|published|circulated)\b[^.]{0,60}\.?$|"
+    r"(?:the )?date of (?:the )?next meeting\b|(?:the )?meeting (?:closed|ended|finished|concluded|rose) at\b|"
+    r"meeting:\s*\d|"
+    # a courtesy with nothing after it ("Members welcomed the report.")
+    r"(?:members|the (?:committee|cabinet|board|panel|council)) (?:welcomed|thanked officers for|were pleased "
+    r"with) the (?:report|update|presentation|briefing)\.?$)",
     re.I,
 )
 # A line of capitalised words with no full stop ("79 Payment of Market Supplements", "Family
@@ -313,7 +321,9 @@ def _says_nothing(passage: str, text: str, title: str | None) -> bool:
                 # one item of a list, cut from the list that said what it was ("ii. The Family
                 # Homes Programme;")
                 or (text.endswith((";", ",")) and len(text.split()) < 6)
-                or len(text.split()) < 4 or text.endswith(("?", ":")) or is_heading(passage, title))
+                or len(text.split()) < 4 or is_heading(passage, title)
+                # a question, or a list's introduction ("the following points were raised:-")
+                or text.rstrip(" .-–").endswith(("?", ":")))
 
 
 # What a sentence's place in the briefing adds to the scorer's score (a probability): being the

@@ -105,6 +105,25 @@ def test_a_pointer_to_a_web_page_is_not_a_briefing_sentence():
     assert chosen == passages[2:]
 
 
+def test_the_minutes_own_housekeeping_is_not_a_briefing_sentence():
+    """Where the papers are, a list's introduction, when the meeting ended or meets again, and a
+    bare courtesy: the scorer rated such lines highly on real minutes of other councils."""
+    housekeeping = [
+        "A copy of the report, marked 'Agenda Item 12' is filed with these minutes.",
+        "Arising from discussion, the following points were raised:-",
+        "The meeting closed at 8.10 pm.",
+        "Date of next meeting.",
+        "Meeting: 20/07/2023 - Full Council.",
+        "Members welcomed the report.",
+    ]
+    news = [
+        "Agency social workers filled 31% of posts, and a copy of the action plan would be circulated.",
+        "Members welcomed the report's finding that caseloads had fallen to 18.",
+    ]
+    chosen = select(housekeeping + news, np.array([0.99] * 6 + [0.2, 0.1]), None, 60)
+    assert chosen == news
+
+
 def test_select_keeps_the_resolution_drops_duplicates_and_fits_60_words():
     passages = [
         "Caseloads had risen to 24 per social worker in the assessment teams.",
