@@ -142,6 +142,8 @@ def hostile_folder(root: Path) -> tuple[Path, dict[str, str], list[str]]:
     bad["gone.txt"] = "broken link"
     os.mkfifo(folder / "pipe.txt")  # reading it would wait forever
     bad["pipe.txt"] = "not a regular file"
+    os.symlink("/dev/zero", folder / "zero.txt")  # a link to a device: endless bytes
+    bad["zero.txt"] = "not a regular file"
     write("new\nline.txt", b"", "empty file")
     write("spaces in name.txt", b"", "empty file")
     write("café – minutes.txt", bytes(range(32)) * 100, "binary")

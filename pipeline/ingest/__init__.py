@@ -131,6 +131,9 @@ def _minutes_files(root: Path, problems: list[dict]) -> list[Path]:
                     found.append(path)
                 elif entry.is_symlink():
                     os.stat(path)  # a link to nothing: raises, and the reason is its line
+                    # a link to a device or pipe ("zero.txt" -> /dev/zero): reading it never ends
+                    problems.append({"path": str(path), "error": "a link to something that is not a regular "
+                                     "file (a pipe, socket or device)"})
                 else:
                     problems.append({"path": str(path), "error": "not a regular file (a pipe, socket or device)"})
             except OSError as exc:
