@@ -322,7 +322,7 @@ def _says_nothing(passage: str, text: str, title: str | None) -> bool:
                 # Homes Programme;")
                 or (text.endswith((";", ",")) and len(text.split()) < 6)
                 or len(text.split()) < 4 or is_heading(passage, title)
-                # a question, or a list's introduction ("the following points were raised:-")
+                # a question, or a list's introduction ("the points made were as follows:-")
                 or text.rstrip(" .-–").endswith(("?", ":")))
 
 

@@ -107,10 +107,10 @@ def test_a_pointer_to_a_web_page_is_not_a_briefing_sentence():
 
 def test_the_minutes_own_housekeeping_is_not_a_briefing_sentence():
     """Where the papers are, a list's introduction, when the meeting ended or meets again, and a
-    bare courtesy: the scorer rated such lines highly on real minutes of other councils."""
+    bare courtesy: the scorer rated lines like these highly on real minutes of other councils."""
     housekeeping = [
-        "A copy of the report, marked 'Agenda Item 12' is filed with these minutes.",
-        "Arising from discussion, the following points were raised:-",
+        "Copies of the presentation slides are available from the clerk.",
+        "In debate, the points made were as follows:-",
         "The meeting closed at 8.10 pm.",
         "Date of next meeting.",
         "Meeting: 20/07/2023 - Full Council.",
